@@ -1,0 +1,88 @@
+"""What every stage shares: error reporting, atomic outputs, logging, device choice."""
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+from .params import ParamsError
+
+T = TypeVar("T")
+log = logging.getLogger("stages")
+
+
+class StageError(RuntimeError):
+    """A failure the user can act on; reported as one message, without a traceback."""
+
+
+def run_stage(name: str, main: Callable[[list[str] | None], None], argv: list[str] | None = None) -> None:
+    """Run a stage's main with logging set up; turn expected failures into exit code 1."""
+    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {name}: %(message)s", datefmt="%H:%M:%S")
+    try:
+        main(argv)
+    except (StageError, ParamsError) as err:
+        sys.exit(f"{name}: error: {err}")
+
+
+@contextlib.contextmanager
+def atomic_path(final: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside `final`; rename it to `final` only if the block succeeds.
+
+    DVC deletes a stage's outputs before running it and keeps whatever a failed
+    command leaves, so nothing may ever sit at the final name half-written.
+    Works for files and for directories (the block creates what it needs).
+    """
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
+    staged = tmp / final.name
+    try:
+        yield staged
+        if final.is_dir() and not final.is_symlink():
+            shutil.rmtree(final)
+        os.replace(staged, final)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def write_json(path: str | Path, data: Any) -> None:
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        json.dump(data, f, indent=2)
+        f.write("\n")
+
+
+def choose_device(name: str, torch_module: Any = None) -> Any:
+    """Resolve a device param ('auto', 'cpu', 'cuda', 'cuda:N', 'mps') to a torch.device."""
+    import torch
+
+    torch_module = torch_module or torch
+    cuda_ok = torch_module.cuda.is_available()
+    if name == "auto":
+        return torch.device("cuda" if cuda_ok else "cpu")
+    if name.startswith("cuda"):
+        if not cuda_ok:
+            raise StageError(f"device {name!r} asked for, but torch finds no CUDA GPU here "
+                             f"(torch {torch.__version__}); use 'auto' or 'cpu'")
+        index = int(name.split(":")[1]) if ":" in name else 0
+        if index >= torch_module.cuda.device_count():
+            raise StageError(f"device {name!r} asked for, but only {torch_module.cuda.device_count()} "
+                             "CUDA device(s) exist here")
+    if name == "mps" and not torch_module.backends.mps.is_available():
+        raise StageError("device 'mps' asked for, but torch finds no Apple MPS device here; use 'auto' or 'cpu'")
+    return torch.device(name)
+
+
+def progress(items: Iterable[T], total: int | None = None, desc: str = "", unit: str = "it") -> Iterable[T]:
+    """A progress bar on an interactive terminal; the plain iterable in logs and CI."""
+    if not sys.stderr.isatty():
+        return items
+    from tqdm import tqdm
+
+    return tqdm(items, total=total, desc=desc, unit=unit, leave=False, dynamic_ncols=True)

@@ -1,0 +1,106 @@
+"""Stage 1: fetch cifar-10-python.tar.gz, verify its md5, extract the batch files.
+
+`data.url` may be an http(s) URL, a file:// URL or a local path (for mirrors and
+offline machines). torchvision's utilities do the download, check and extraction,
+but its `download_url` fails on file:// URLs and streams straight to the final
+name, so local sources are copied here and everything lands in a temporary
+folder that only becomes `--out` once every check has passed.
+"""
+from __future__ import annotations
+
+import argparse
+import gzip
+import logging
+import shutil
+import tarfile
+import urllib.error
+import zlib
+from pathlib import Path
+from urllib.parse import urlparse
+from urllib.request import url2pathname
+
+from torchvision.datasets.utils import calculate_md5, check_integrity, download_url, extract_archive
+
+from .cifar import ARCHIVE_DIR, ARCHIVE_NAME, REQUIRED_FILES
+from .common import StageError, atomic_path, run_stage
+from .params import load_params
+
+log = logging.getLogger("stages")
+
+
+def local_source(url: str) -> Path | None:
+    """The local file a URL names (path or file:// URL), or None for a remote URL."""
+    parsed = urlparse(url)
+    if parsed.scheme == "file":
+        return Path(url2pathname(parsed.path))
+    if len(parsed.scheme) <= 1:  # no scheme, or a Windows drive letter (C:\\...)
+        return Path(url).expanduser()
+    return None
+
+
+def fetch(url: str, dest_dir: Path) -> Path:
+    """Copy or download the archive at `url` into dest_dir and return its path."""
+    dest = dest_dir / ARCHIVE_NAME
+    source = local_source(url)
+    if source is not None:
+        if not source.is_file():
+            raise StageError(f"data.url {url!r}: no such file {str(source)!r}")
+        log.info("copying %s (%.1f MB)", source, source.stat().st_size / 1e6)
+        shutil.copyfile(source, dest)
+        return dest
+    if urlparse(url).scheme not in ("http", "https"):
+        raise StageError(f"data.url {url!r}: unsupported scheme; use http(s)://, file:// or a local path")
+    log.info("downloading %s", url)
+    try:
+        download_url(url, str(dest_dir), ARCHIVE_NAME)
+    except (urllib.error.URLError, OSError, ValueError) as err:
+        raise StageError(f"data.url {url!r}: download failed: {err}") from None
+    if not dest.is_file():
+        raise StageError(f"data.url {url!r}: download produced no file")
+    return dest
+
+
+def verify_md5(archive: Path, md5: str, url: str) -> None:
+    if check_integrity(str(archive), md5):
+        return
+    found = calculate_md5(str(archive))
+    raise StageError(
+        f"{url}: md5 mismatch: expected {md5} (data.md5), found {found} "
+        f"({archive.stat().st_size} bytes). A truncated or different file; "
+        "for a mirror, set data.md5 to its checksum")
+
+
+def extract(archive: Path, dest_dir: Path, url: str) -> Path:
+    """Extract the archive; return the folder that holds the batch files, checked complete."""
+    try:
+        extract_archive(str(archive), str(dest_dir))
+    except (tarfile.TarError, EOFError, gzip.BadGzipFile, zlib.error, OSError) as err:
+        raise StageError(f"{url}: cannot extract as a gzip-compressed tar archive "
+                         f"({type(err).__name__}: {err}); is the file truncated or not CIFAR-10?") from None
+    batches = dest_dir / ARCHIVE_DIR
+    missing = [name for name in REQUIRED_FILES if not (batches / name).is_file()]
+    if missing:
+        found = sorted(str(p.relative_to(dest_dir)) for p in dest_dir.rglob("*") if p.is_file())
+        raise StageError(f"{url}: archive lacks {', '.join(f'{ARCHIVE_DIR}/{m}' for m in missing)}; "
+                         f"it holds {found[:10] or 'no files'}; expected {', '.join(REQUIRED_FILES)} "
+                         f"under {ARCHIVE_DIR}/")
+    return batches
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--out", type=Path, required=True, help="folder for the extracted batch files")
+    args = ap.parse_args(argv)
+    data = load_params(args.params).data
+
+    with atomic_path(args.out) as staged:
+        archive = fetch(data.url, staged.parent)
+        verify_md5(archive, data.md5, data.url)
+        log.info("md5 %s verified; extracting", data.md5)
+        extract(archive, staged.parent / "extract", data.url).rename(staged)
+    log.info("wrote %s (%s)", args.out, ", ".join(REQUIRED_FILES))
+
+
+if __name__ == "__main__":
+    run_stage("download", main)

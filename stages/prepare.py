@@ -1,0 +1,138 @@
+"""Stage 2: decode the batch files, check them, normalize, cache tensors.
+
+Writes `--out/{train,val,test}.pt`, each a dict that `torch.load(path,
+weights_only=True)` reads: images (N, 3, 32, 32) float32 normalized, labels (N,)
+int64, classes (names from batches.meta), and the mean/std used. val.pt holds
+zero images when prepare.val_size is 0.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import pickle
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .cifar import IMAGE_SHAPE, META_FILE, TEST_FILE, TRAIN_FILES
+from .common import StageError, atomic_path, run_stage
+from .params import channel_stats, load_params
+
+log = logging.getLogger("stages")
+
+# Globals a CIFAR-10 batch pickle may name: numpy's array reconstruction (old and
+# new module paths) and the bytes codec. Anything else would run foreign code.
+SAFE_GLOBALS = {
+    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"),
+}
+
+
+class _BatchUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str):
+        if (module, name) not in SAFE_GLOBALS:
+            raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
+        return super().find_class(module.replace("numpy.core.", "numpy._core."), name)
+
+
+def unpickle(path: Path) -> dict:
+    """Load a CIFAR-10 Python 2 pickle (str keys via latin1; bytes keys accepted too)."""
+    try:
+        with open(path, "rb") as f:
+            obj = _BatchUnpickler(f, encoding="latin1").load()
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, ImportError) as err:
+        raise StageError(f"{path}: not a readable CIFAR-10 pickle ({type(err).__name__}: {err})") from None
+    if not isinstance(obj, dict):
+        raise StageError(f"{path}: expected a pickled dict, found {type(obj).__name__}")
+    return {k.decode("latin1") if isinstance(k, bytes) else k: v for k, v in obj.items()}
+
+
+def read_classes(path: Path) -> list[str]:
+    names = unpickle(path).get("label_names")
+    if not isinstance(names, list) or not names:
+        raise StageError(f"{path}: expected a non-empty list under 'label_names', found {names!r:.80}")
+    return [n.decode("latin1") if isinstance(n, bytes) else str(n) for n in names]
+
+
+def read_batch(path: Path, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """Return images (N, 3, 32, 32) uint8 and labels (N,) int64 from one batch file."""
+    batch = unpickle(path)
+    data, labels = batch.get("data"), batch.get("labels")
+    row = int(np.prod(IMAGE_SHAPE))
+    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != row:
+        found = f"{data.dtype} {data.shape}" if isinstance(data, np.ndarray) else type(data).__name__
+        raise StageError(f"{path}: 'data' must be a uint8 array of shape (N, {row}); found {found}")
+    labels = np.asarray(labels if labels is not None else [], dtype=np.int64)
+    if labels.shape != (len(data),):
+        raise StageError(f"{path}: {len(data)} images but {labels.size} labels")
+    bad = labels[(labels < 0) | (labels >= num_classes)]
+    if bad.size:
+        raise StageError(f"{path}: label {bad[0]} outside 0..{num_classes - 1} "
+                         f"({num_classes} classes in {META_FILE})")
+    return data.reshape(-1, *IMAGE_SHAPE), labels
+
+
+def read_split(folder: Path, names: tuple[str, ...], num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    parts = [read_batch(folder / name, num_classes) for name in names]
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+
+def split_off(n: int, val_size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded (train, val) index arrays; both keep the file order within themselves."""
+    if val_size >= n:
+        raise StageError(f"prepare.val_size: got {val_size}; must be < {n}, the number of training images")
+    order = np.random.default_rng(seed).permutation(n)
+    return np.sort(order[val_size:]), np.sort(order[:val_size])
+
+
+def channel_mean_std(images: np.ndarray) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std of uint8 images, in the 0..1 scale that normalization uses."""
+    flat = images.transpose(1, 0, 2, 3).reshape(3, -1)
+    mean = flat.mean(axis=1, dtype=np.float64) / 255
+    std = flat.std(axis=1, dtype=np.float64) / 255
+    return mean.tolist(), std.tolist()
+
+
+def normalize(images: np.ndarray, mean: list[float], std: list[float]) -> torch.Tensor:
+    """uint8 (N, 3, H, W) -> float32 ((x / 255) - mean) / std, as ToTensor + Normalize do."""
+    x = torch.from_numpy(images).float().div_(255)
+    x.sub_(torch.tensor(mean).view(1, 3, 1, 1)).div_(torch.tensor(std).view(1, 3, 1, 1))
+    return x
+
+
+def split_record(images: torch.Tensor, labels: np.ndarray, classes: list[str],
+                 mean: list[float], std: list[float]) -> dict:
+    return {"images": images, "labels": torch.from_numpy(labels), "classes": classes, "mean": mean, "std": std}
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--raw", type=Path, required=True, help="folder with the extracted batch files")
+    ap.add_argument("--out", type=Path, required=True, help="folder for train.pt, val.pt, test.pt")
+    args = ap.parse_args(argv)
+    p = load_params(args.params).prepare
+
+    classes = read_classes(args.raw / META_FILE)
+    train_x, train_y = read_split(args.raw, TRAIN_FILES, len(classes))
+    test_x, test_y = read_split(args.raw, (TEST_FILE,), len(classes))
+    train_idx, val_idx = split_off(len(train_y), p.val_size, p.split_seed)
+    if p.mean == "train":
+        mean, std = channel_mean_std(train_x[train_idx])
+    else:
+        mean, std = channel_stats(p.mean), channel_stats(p.std)
+    log.info("classes %s; mean %s std %s", classes, [round(m, 4) for m in mean], [round(s, 4) for s in std])
+
+    splits = {"train": (train_x[train_idx], train_y[train_idx]), "val": (train_x[val_idx], train_y[val_idx]),
+              "test": (test_x, test_y)}
+    with atomic_path(args.out) as staged:
+        staged.mkdir()
+        for name, (x, y) in splits.items():
+            torch.save(split_record(normalize(x, mean, std), y, classes, mean, std), staged / f"{name}.pt")
+            log.info("%s: %d images", name, len(y))
+    log.info("wrote %s", args.out)
+
+
+if __name__ == "__main__":
+    run_stage("prepare", main)
