@@ -52,6 +52,13 @@ def atomic_path(final: str | Path) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def require_file(path: Path, what: str) -> Path:
+    """Return path if it is a file, else stop with a message saying which stage makes it."""
+    if not path.is_file():
+        raise StageError(f"{path}: {what} not found; run the earlier stages first (dvc repro)")
+    return path
+
+
 def write_json(path: str | Path, data: Any) -> None:
     with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
         json.dump(data, f, indent=2)

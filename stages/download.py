@@ -12,6 +12,7 @@ import argparse
 import gzip
 import logging
 import shutil
+import socket
 import tarfile
 import urllib.error
 import zlib
@@ -26,6 +27,7 @@ from .common import StageError, atomic_path, run_stage
 from .params import load_params
 
 log = logging.getLogger("stages")
+SOCKET_TIMEOUT_S = 60  # a silent server fails the stage instead of hanging it
 
 
 def local_source(url: str) -> Path | None:
@@ -51,10 +53,14 @@ def fetch(url: str, dest_dir: Path) -> Path:
     if urlparse(url).scheme not in ("http", "https"):
         raise StageError(f"data.url {url!r}: unsupported scheme; use http(s)://, file:// or a local path")
     log.info("downloading %s", url)
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(SOCKET_TIMEOUT_S)  # download_url takes no timeout of its own
     try:
         download_url(url, str(dest_dir), ARCHIVE_NAME)
     except (urllib.error.URLError, OSError, ValueError) as err:
         raise StageError(f"data.url {url!r}: download failed: {err}") from None
+    finally:
+        socket.setdefaulttimeout(previous)
     if not dest.is_file():
         raise StageError(f"data.url {url!r}: download produced no file")
     return dest
@@ -72,11 +78,19 @@ def verify_md5(archive: Path, md5: str, url: str) -> None:
 
 def extract(archive: Path, dest_dir: Path, url: str) -> Path:
     """Extract the archive; return the folder that holds the batch files, checked complete."""
+    # Python's "data" filter refuses members that would land outside dest_dir (../, absolute
+    # paths, links out); extract_archive has no filter argument, so set the class default.
+    previous = vars(tarfile.TarFile)["extraction_filter"]
+    tarfile.TarFile.extraction_filter = staticmethod(tarfile.data_filter)
     try:
         extract_archive(str(archive), str(dest_dir))
+    except tarfile.FilterError as err:
+        raise StageError(f"{url}: cannot extract: unsafe archive member refused ({err})") from None
     except (tarfile.TarError, EOFError, gzip.BadGzipFile, zlib.error, OSError) as err:
         raise StageError(f"{url}: cannot extract as a gzip-compressed tar archive "
                          f"({type(err).__name__}: {err}); is the file truncated or not CIFAR-10?") from None
+    finally:
+        tarfile.TarFile.extraction_filter = previous
     batches = dest_dir / ARCHIVE_DIR
     missing = [name for name in REQUIRED_FILES if not (batches / name).is_file()]
     if missing:

@@ -15,7 +15,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from .common import StageError, atomic_path, choose_device, run_stage, write_json
+from .common import StageError, atomic_path, choose_device, require_file, run_stage, write_json
 from .models import build_model, predict_logits
 from .params import load_params
 
@@ -25,8 +25,9 @@ log = logging.getLogger("stages")
 def load_model(weights: Path, meta: dict, device: torch.device) -> torch.nn.Module:
     model = build_model(meta["model"], num_classes=meta["num_classes"])
     try:
-        model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
-    except (RuntimeError, FileNotFoundError) as err:
+        model.load_state_dict(torch.load(require_file(weights, "model weights"), map_location="cpu",
+                                         weights_only=True))
+    except RuntimeError as err:
         raise StageError(f"{weights}: does not load into model {meta['model']!r}: {err}") from None
     return model.to(device)
 
@@ -62,9 +63,9 @@ def main(argv: list[str] | None = None) -> None:
     p = load_params(args.params).evaluate
 
     device = choose_device(p.device)
-    with open(args.model_meta, encoding="utf-8") as f:
+    with open(require_file(args.model_meta, "model metadata"), encoding="utf-8") as f:
         meta = json.load(f)
-    test = torch.load(args.prepared / "test.pt", weights_only=True)
+    test = torch.load(require_file(args.prepared / "test.pt", "prepared split"), weights_only=True)
     if test["classes"] != meta["classes"]:
         raise StageError(f"{args.model_meta}: model classes {meta['classes']} differ from "
                          f"{args.prepared / 'test.pt'} classes {test['classes']}")

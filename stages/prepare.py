@@ -25,6 +25,7 @@ log = logging.getLogger("stages")
 # new module paths) and the bytes codec. Anything else would run foreign code.
 SAFE_GLOBALS = {
     ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),  # pickle protocol 5
     ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"),
 }
 
@@ -41,6 +42,8 @@ def unpickle(path: Path) -> dict:
     try:
         with open(path, "rb") as f:
             obj = _BatchUnpickler(f, encoding="latin1").load()
+    except FileNotFoundError:
+        raise StageError(f"{path}: file not found; the download stage's output is incomplete") from None
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, ImportError) as err:
         raise StageError(f"{path}: not a readable CIFAR-10 pickle ({type(err).__name__}: {err})") from None
     if not isinstance(obj, dict):

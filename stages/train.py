@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .common import StageError, atomic_path, choose_device, progress, run_stage, write_json
+from .common import atomic_path, choose_device, progress, require_file, run_stage, write_json
 from .models import build_model, predict_logits
 from .params import TrainParams, load_params
 
@@ -28,9 +28,7 @@ log = logging.getLogger("stages")
 
 def load_split(path: Path, device: torch.device) -> dict:
     """A prepared split with images and labels moved to `device` once."""
-    if not path.is_file():
-        raise StageError(f"{path}: prepared split not found; run the prepare stage first (dvc repro)")
-    split = torch.load(path, weights_only=True)
+    split = torch.load(require_file(path, "prepared split"), weights_only=True)
     split["images"] = split["images"].to(device)
     split["labels"] = split["labels"].to(device)
     return split

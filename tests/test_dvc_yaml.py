@@ -1,0 +1,65 @@
+"""dvc.yaml stays honest: each stage's deps are exactly the modules it imports, its params its section."""
+from __future__ import annotations
+
+import ast
+import re
+
+import pytest
+import yaml
+
+from tests.conftest import PROJECT
+
+SPEC = yaml.safe_load((PROJECT / "dvc.yaml").read_text())
+PATHS = {k: v for var in SPEC["vars"] for k, v in var["paths"].items()}
+
+
+def fill(text: str) -> str:
+    return re.sub(r"\$\{paths\.(\w+)\}", lambda m: PATHS[m.group(1)], text)
+
+
+def local_imports(module: str) -> set[str]:
+    """stages/*.py files that `python -m stages.<module>` loads, transitively (package __init__ included)."""
+    found, todo = {"stages/__init__.py"}, [f"stages/{module}.py"]
+    while todo:
+        path = todo.pop()
+        if path in found:
+            continue
+        found.add(path)
+        for node in ast.walk(ast.parse((PROJECT / path).read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 1:
+                todo.append(f"stages/{node.module}.py")
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("stages."):
+                todo.append(node.module.replace(".", "/") + ".py")
+            elif isinstance(node, ast.Import):
+                todo.extend(a.name.replace(".", "/") + ".py" for a in node.names if a.name.startswith("stages."))
+    return found
+
+
+@pytest.mark.parametrize("name", list(SPEC["stages"]))
+def test_code_deps_are_exactly_the_imported_modules(name):
+    stage = SPEC["stages"][name]
+    module = re.match(r"python -m stages\.(\w+)", stage["cmd"]).group(1)
+    assert module == name  # module names match stage names
+    code_deps = {d for d in stage["deps"] if d.startswith("stages/")}
+    assert code_deps == local_imports(module)
+
+
+@pytest.mark.parametrize("name", list(SPEC["stages"]))
+def test_every_path_in_the_command_is_a_dep_or_an_out(name):
+    stage = SPEC["stages"][name]
+    declared = {fill(d) for d in stage.get("deps", [])}
+    declared |= {fill(next(iter(o)) if isinstance(o, dict) else o) for o in stage.get("outs", [])}
+    args = re.findall(r"--[\w-]+ (\S+)", fill(stage["cmd"]))
+    assert args and set(args) <= declared
+
+
+def test_stage_params_are_its_own_section_plus_data_for_download():
+    assert {name: stage["params"] for name, stage in SPEC["stages"].items()} == {
+        "download": ["data"], "prepare": ["prepare"], "train": ["train"], "evaluate": ["evaluate"]}
+
+
+def test_confusion_plot_fields_are_the_csv_columns():
+    (plot,) = SPEC["plots"]
+    (path, spec) = next(iter(plot.items()))
+    assert fill(path) == PATHS["confusion"]
+    assert (spec["template"], spec["x"], spec["y"]) == ("confusion", "actual", "predicted")

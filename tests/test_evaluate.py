@@ -1,0 +1,82 @@
+"""The evaluate stage: metric values on crafted logits, output files, clear errors."""
+from __future__ import annotations
+
+import json
+import re
+import shutil
+
+import pandas as pd
+import pytest
+import torch
+
+from stages import evaluate, train
+from stages.common import StageError
+from tests.conftest import write_params
+
+CLASSES = ["a", "b", "c"]
+
+
+def test_metrics_on_crafted_logits():
+    labels = torch.tensor([0, 0, 1, 1, 2, 2])
+    predicted = torch.tensor([0, 1, 1, 1, 0, 0])
+    logits = torch.nn.functional.one_hot(predicted, 3).float() * 5
+    m = evaluate.test_metrics(logits, labels, CLASSES)
+    assert m["accuracy"] == pytest.approx(3 / 6)
+    assert m["per_class_accuracy"] == {"a": 0.5, "b": 1.0, "c": 0.0}
+    assert m["test_images"] == 6
+    assert m["loss"] == pytest.approx(torch.nn.functional.cross_entropy(logits, labels).item())
+
+
+def test_class_without_test_images_scores_zero_not_nan():
+    acc = evaluate.per_class_accuracy(torch.tensor([0, 0]), torch.tensor([0, 0]), CLASSES)
+    assert acc == {"a": 1.0, "b": 0.0, "c": 0.0}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, prepared):
+    root = tmp_path_factory.mktemp("trained")
+    params = write_params(root / "params.yaml", **{"train.epochs": 2, "train.lr": 0.01, "train.momentum": 0.9,
+                                                   "train.device": "cpu", "evaluate.device": "cpu"})
+    train.main(["--params", str(params), "--prepared", str(prepared), "--model", str(root / "model.pth"),
+                "--model-meta", str(root / "model.json"), "--metrics", str(root / "train.json")])
+    return root
+
+
+def run_evaluate(trained, prepared, out, model=None):
+    evaluate.main(["--params", str(trained / "params.yaml"), "--prepared", str(prepared),
+                   "--model", str(model or trained / "model.pth"), "--model-meta", str(trained / "model.json"),
+                   "--metrics", str(out / "metrics.json"), "--confusion", str(out / "confusion.csv")])
+
+
+def test_writes_metrics_and_confusion_rows(tmp_path, trained, prepared):
+    run_evaluate(trained, prepared, tmp_path)
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    test = torch.load(prepared / "test.pt", weights_only=True)
+    assert metrics["test_images"] == len(test["labels"]) == 50
+    assert set(metrics["per_class_accuracy"]) == set(test["classes"])
+    assert metrics["accuracy"] > 0.5  # the synthetic pattern is learnable; chance is 0.1
+    confusion = pd.read_csv(tmp_path / "confusion.csv")
+    assert list(confusion.columns) == ["actual", "predicted"]
+    assert len(confusion) == 50
+    assert confusion["actual"].tolist() == [test["classes"][i] for i in test["labels"]]
+    assert (confusion["actual"] == confusion["predicted"]).mean() == pytest.approx(metrics["accuracy"])
+    per_class = (confusion["actual"] == confusion["predicted"]).groupby(confusion["actual"]).mean()
+    assert per_class.to_dict() == pytest.approx(metrics["per_class_accuracy"])
+
+
+def test_weights_of_another_shape_are_a_clear_error(tmp_path, trained, prepared):
+    wrong = tmp_path / "wrong.pth"
+    torch.save({"linear_relu_stack.0.weight": torch.zeros(2, 2)}, wrong)
+    with pytest.raises(StageError, match=r"wrong\.pth: does not load into model 'mlp'"):
+        run_evaluate(trained, prepared, tmp_path, model=wrong)
+    assert not (tmp_path / "metrics.json").exists()
+
+
+@pytest.mark.parametrize("missing", ["model.json", "model.pth"])
+def test_missing_inputs_name_the_file(tmp_path, trained, prepared, missing):
+    copy = tmp_path / "trained"
+    shutil.copytree(trained, copy)
+    (copy / missing).unlink()
+    with pytest.raises(StageError, match=re.escape(missing) + r": model \w+ not found"):
+        run_evaluate(copy, prepared, tmp_path, model=copy / "model.pth")
+    assert not (tmp_path / "metrics.json").exists()

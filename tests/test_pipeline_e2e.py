@@ -1,0 +1,102 @@
+"""The real `dvc repro` on a copy of the project, fed the tiny official-format archive."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from tests.cifar_archive import CLASSES
+from tests.conftest import PROJECT, write_params
+
+pytestmark = pytest.mark.e2e
+COPIED = ["stages", "dvc.yaml", "params.yaml", ".dvc/config", ".dvc/.gitignore", ".dvcignore", ".gitignore",
+          "pyproject.toml"]
+ENV = {**os.environ, "PATH": f"{os.path.dirname(sys.executable)}{os.pathsep}{os.environ['PATH']}",
+       "DVC_NO_ANALYTICS": "1", "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com",
+       "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com"}
+
+
+def sh(cwd, *cmd: str) -> str:
+    result = subprocess.run(cmd, cwd=cwd, env=ENV, capture_output=True, text=True)
+    assert result.returncode == 0, f"{' '.join(cmd)} failed:\n{result.stdout}\n{result.stderr}"
+    return result.stdout + result.stderr
+
+
+def ran(output: str) -> set[str]:
+    return {stage for stage in ("download", "prepare", "train", "evaluate") if f"Running stage '{stage}'" in output}
+
+
+@pytest.fixture
+def project(tmp_path, archive):
+    root = tmp_path / "project"
+    for item in COPIED:
+        src, dst = PROJECT / item, root / item
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        (shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__")) if src.is_dir()
+         else shutil.copy(src, dst))
+    write_params(root / "params.yaml", **{"data.url": str(archive[0]), "data.md5": archive[1],
+                                          "train.epochs": 2, "train.lr": 0.01, "train.device": "cpu",
+                                          "evaluate.device": "cpu"})
+    sh(root, "git", "init", "-q")
+    sh(root, "git", "add", "-A")
+    sh(root, "git", "commit", "-qm", "init")
+    return root
+
+
+def test_repro_skip_rerun_diff_and_repeatability(project):
+    out = sh(project, "dvc", "repro")
+    assert ran(out) == {"download", "prepare", "train", "evaluate"}
+    metrics = json.loads((project / "metrics/metrics.json").read_text())
+    assert metrics["test_images"] == 50 and set(metrics["per_class_accuracy"]) == set(CLASSES)
+    assert metrics["accuracy"] > 0.3  # learnable synthetic pattern; chance is 0.1
+    assert (project / "data/model.pth").is_file() and (project / "data/prepared/test.pt").is_file()
+    assert len((project / "metrics/confusion.csv").read_text().splitlines()) == 51
+    first_metrics = (project / "metrics/metrics.json").read_bytes()
+    sh(project, "git", "add", "-A")
+    sh(project, "git", "commit", "-qm", "first run")
+
+    out = sh(project, "dvc", "repro")
+    assert ran(out) == set() and "Data and pipelines are up to date" in out
+    assert "up to date" in sh(project, "dvc", "status")
+
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["train"]["lr"] = 0.002
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    out = sh(project, "dvc", "repro")
+    assert ran(out) == {"train", "evaluate"}
+    diff = json.loads(sh(project, "dvc", "metrics", "diff", "--json"))
+    changed = diff["metrics/metrics.json"]
+    assert {f"per_class_accuracy.{c}" for c in CLASSES} <= set(changed) | set(
+        json.loads(sh(project, "dvc", "metrics", "diff", "--json", "--all"))["metrics/metrics.json"])
+    assert "accuracy" in changed or "loss" in changed
+    assert changed["loss"]["old"] != changed["loss"]["new"]
+
+    sh(project, "dvc", "plots", "show", "--out", "plots_html")
+    assert (project / "plots_html/index.html").is_file()
+
+    # Same params and seed on the CPU: a forced re-run writes identical metrics.
+    sh(project, "git", "checkout", "params.yaml")
+    out = sh(project, "dvc", "repro", "--force")
+    assert ran(out) == {"download", "prepare", "train", "evaluate"}
+    assert (project / "metrics/metrics.json").read_bytes() == first_metrics
+
+
+def test_failing_stage_leaves_no_finished_looking_output(project, tmp_path):
+    bad = tmp_path / "not-an-archive.tar.gz"
+    bad.write_bytes(b"not gzip at all")
+    import hashlib
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["data"].update(url=str(bad), md5=hashlib.md5(bad.read_bytes()).hexdigest())
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    result = subprocess.run(["dvc", "repro"], cwd=project, env=ENV, capture_output=True, text=True)
+    assert result.returncode != 0
+    assert "download: error:" in result.stderr + result.stdout
+    assert "cannot extract as a gzip-compressed tar archive" in result.stderr + result.stdout
+    assert not (project / "data/cifar-10-batches-py").exists()
+    assert not [p.name for p in (project / "data").iterdir() if p.name.startswith(".")]
+    assert not (project / "dvc.lock").exists()
