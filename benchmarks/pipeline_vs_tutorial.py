@@ -18,11 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import re
-import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,11 +25,12 @@ from pathlib import Path
 
 import torch
 import torchvision
-import yaml
 from torch import nn
 from torchvision import transforms
 
-ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.runner import ROOT, commit, copy_project, machine, results, run_stages  # noqa: E402
+from stages.params import load_params  # noqa: E402
 
 
 class NeuralNetwork(nn.Module):
@@ -56,36 +52,6 @@ class MirrorCIFAR10(torchvision.datasets.CIFAR10):
     train_list = [[name, None] for name, _ in torchvision.datasets.CIFAR10.train_list]
     test_list = [[name, None] for name, _ in torchvision.datasets.CIFAR10.test_list]
     meta = {**torchvision.datasets.CIFAR10.meta, "md5": None}
-
-
-def stage_commands(dvc_yaml: Path) -> list[tuple[str, str]]:
-    """(name, shell command) of each stage, with dvc.yaml's ${paths.*} vars filled in."""
-    spec = yaml.safe_load(dvc_yaml.read_text())
-    paths = {k: v for var in spec.get("vars", []) for k, v in var.get("paths", {}).items()}
-    fill = lambda cmd: re.sub(r"\$\{paths\.(\w+)\}", lambda m: paths[m.group(1)], cmd)  # noqa: E731
-    return [(name, fill(stage["cmd"])) for name, stage in spec["stages"].items()]
-
-
-def run_pipeline(archive: Path, md5: str, epochs: int | None, work: Path) -> dict:
-    for item in ("stages", "dvc.yaml", "params.yaml"):
-        (shutil.copytree if (ROOT / item).is_dir() else shutil.copy)(ROOT / item, work / item)
-    params = yaml.safe_load((work / "params.yaml").read_text())
-    params["data"].update(url=str(archive), md5=md5)
-    if epochs:
-        params["train"]["epochs"] = epochs
-    (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    seconds = {}
-    for name, cmd in stage_commands(work / "dvc.yaml"):
-        print(f"--- pipeline stage {name}: {cmd}", flush=True)
-        start = time.perf_counter()
-        subprocess.run(cmd, shell=True, cwd=work, env=env, check=True)
-        seconds[name] = time.perf_counter() - start
-    metrics = json.loads((work / "metrics/metrics.json").read_text())
-    train = json.loads((work / "metrics/train.json").read_text())
-    return {"test_accuracy": metrics["accuracy"], "train_seconds": train["train_seconds"],
-            "stage_seconds": seconds, "per_class_accuracy": metrics["per_class_accuracy"],
-            "device": train["device"]}
 
 
 def run_tutorial(batches_root: Path, epochs: int, device: torch.device) -> dict:
@@ -120,16 +86,6 @@ def run_tutorial(batches_root: Path, epochs: int, device: torch.device) -> dict:
     return {"test_accuracy": correct / total, "train_seconds": train_seconds, "device": str(device)}
 
 
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    gpu = f", GPU {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""
-    return f"{os.cpu_count()} cores {cpu}{gpu}, torch {torch.__version__}, Python {platform.python_version()}"
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--archive", type=Path, required=True)
@@ -137,14 +93,17 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, help="override both runs' epochs (default: params.yaml's)")
     ap.add_argument("--json", type=Path, help="also write the results here")
     args = ap.parse_args()
-    epochs = args.epochs or yaml.safe_load((ROOT / "params.yaml").read_text())["train"]["epochs"]
+    epochs = args.epochs or load_params(ROOT / "params.yaml").train.epochs
+    overrides = {"data.url": str(args.archive.resolve()), "data.md5": args.md5, "train.epochs": epochs}
 
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         work = Path(tmp)
-        pipeline = run_pipeline(args.archive.resolve(), args.md5, args.epochs, work)
+        copy_project(work, overrides)
+        stages = run_stages(work)
+        pipeline = {**results(work), "stages": stages}
         device = torch.device(pipeline["device"])
         tutorial = run_tutorial(work / "data", epochs, device)  # CIFAR10 looks for cifar-10-batches-py here
-    result = {"machine": machine(), "epochs": epochs, "pipeline": pipeline, "tutorial": tutorial,
+    result = {"machine": machine(), "commit": commit(), "epochs": epochs, "pipeline": pipeline, "tutorial": tutorial,
               "speedup": tutorial["train_seconds"] / pipeline["train_seconds"],
               "accuracy_difference_points": 100 * (pipeline["test_accuracy"] - tutorial["test_accuracy"])}
     print(json.dumps(result, indent=2))

@@ -23,13 +23,25 @@ log = logging.getLogger("stages")
 
 
 def load_model(weights: Path, meta: dict, device: torch.device) -> torch.nn.Module:
-    model = build_model(meta["model"], num_classes=meta["num_classes"])
+    model = build_model(meta["model"], num_classes=meta["num_classes"], width=meta["width"])
     try:
         model.load_state_dict(torch.load(require_file(weights, "model weights"), map_location="cpu",
                                          weights_only=True))
     except RuntimeError as err:
         raise StageError(f"{weights}: does not load into model {meta['model']!r}: {err}") from None
     return model.to(device)
+
+
+def tta_logits(model: torch.nn.Module, images: torch.Tensor, batch_size: int, tta: str) -> torch.Tensor:
+    """Mean logits over test-time views: the images, their mirror images ("flip"), and with
+    "flip-shift" both of those shifted one pixel left and right (reflect padding)."""
+    views = [images]
+    if tta in ("flip", "flip-shift"):
+        views.append(images.flip(3))
+    if tta == "flip-shift":
+        padded = [F.pad(v, (1, 1, 0, 0), mode="reflect") for v in views[:2]]
+        views += [p[..., :-2] for p in padded] + [p[..., 2:] for p in padded]
+    return torch.stack([predict_logits(model, v, batch_size) for v in views]).mean(0)
 
 
 def per_class_accuracy(predicted: torch.Tensor, actual: torch.Tensor, classes: list[str]) -> dict[str, float]:
@@ -70,10 +82,10 @@ def main(argv: list[str] | None = None) -> None:
         raise StageError(f"{args.model_meta}: model classes {meta['classes']} differ from "
                          f"{args.prepared / 'test.pt'} classes {test['classes']}")
     model = load_model(args.model, meta, device)
-    logits = predict_logits(model, test["images"].to(device), p.batch_size).float().cpu()
+    logits = tta_logits(model, test["images"].to(device), p.batch_size, p.tta).cpu()
     metrics = test_metrics(logits, test["labels"], test["classes"])
-    log.info("test accuracy %.2f%% loss %.4f on %d images", 100 * metrics["accuracy"], metrics["loss"],
-             metrics["test_images"])
+    log.info("test accuracy %.2f%% loss %.4f on %d images (tta: %s)", 100 * metrics["accuracy"], metrics["loss"],
+             metrics["test_images"], p.tta)
     for name, acc in metrics["per_class_accuracy"].items():
         log.info("  %-12s %.1f%%", name, 100 * acc)
 

@@ -41,20 +41,35 @@ class PrepareParams:
 
 @dataclass(frozen=True)
 class TrainParams:
-    model: Literal["mlp"]
+    """The effective train values: a recipe from `recipes`, with train.* overrides on top."""
+
+    recipe: str  # name of the entry in `recipes` these values start from
+    model: Literal["mlp", "cnn", "resnet"]
+    width: int  # resnet: channels of the first block (then 2x, 4x, 8x); mlp and cnn ignore it
     optimizer: Literal["sgd", "adamw"]
-    lr: float  # learning rate per step
-    momentum: float  # SGD momentum, 0 = plain SGD (ignored by adamw)
+    lr: float  # peak learning rate per step
+    momentum: float  # SGD momentum, 0 = plain SGD (adamw ignores it)
+    nesterov: bool  # SGD Nesterov momentum (needs momentum > 0)
     weight_decay: float  # L2 (sgd) or decoupled (adamw) weight decay
+    schedule: Literal["constant", "onecycle", "cosine"]  # lr over steps after warm-up
+    warmup: float  # fraction of all steps spent ramping lr linearly from 0 to its peak
+    label_smoothing: float  # cross-entropy label smoothing, 0 = off
+    ema: float  # per-step decay of an exponential moving average of the weights; 0 = off
     batch_size: int  # images per optimizer step
     epochs: int  # full passes over the training split
-    seed: int  # weight init and per-epoch shuffling
+    crop_pad: int  # random-crop augmentation: pad by this many pixels (reflect) and crop 32x32; 0 = off
+    flip: bool  # random horizontal flip augmentation
+    precision: Literal["fp32", "bf16"]  # bf16 = autocast to bfloat16 (fast on recent GPUs)
+    channels_last: bool  # NHWC memory layout, faster convolutions on GPUs
+    compile: bool  # torch.compile the model (pays a warm-up once per run)
+    seed: int  # weight init, shuffling and augmentation
     device: str  # auto (CUDA when available, else CPU), cpu, cuda, cuda:N, mps
 
 
 @dataclass(frozen=True)
 class EvaluateParams:
     batch_size: int  # images per forward pass; does not change the metrics
+    tta: Literal["none", "flip", "flip-shift"]  # average logits over flipped (and 1-pixel shifted) views
     device: str  # as train.device
 
 
@@ -62,8 +77,11 @@ class EvaluateParams:
 class Params:
     data: DataParams
     prepare: PrepareParams
-    train: TrainParams
+    train: TrainParams  # resolved: recipes[train.recipe] with the non-null train.* values on top
     evaluate: EvaluateParams
+
+
+TRAIN_KEYS = [f.name for f in fields(TrainParams)]
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:
@@ -80,18 +98,55 @@ def load_params(path: str | Path = "params.yaml") -> Params:
 
 
 def parse_params(raw: Any, source: str = "params") -> Params:
-    """Build Params from a plain dict (as read from YAML), checking every value."""
+    """Build Params from a plain dict (as read from YAML), checking every value.
+
+    `train` names a recipe and may override any of its values (null = the recipe's).
+    Every recipe is checked in full, so a broken one fails even while unused.
+    """
     errors: list[str] = []
+    overridden: set[str] = set()
+    if isinstance(raw, dict):
+        recipes = raw.get("recipes")
+        errors.extend(_check_recipes(recipes))
+        train = raw.get("train")
+        if isinstance(train, dict) and isinstance(recipes, dict):
+            overridden = {k for k, v in train.items() if v is not None and k != "recipe"}
+            train = _resolve_recipe(train, recipes, errors)
+        raw = {k: v for k, v in raw.items() if k != "recipes"} | {"train": train}
     params = _build(Params, raw, "", errors)
-    if not errors:
-        errors.extend(_check_ranges(params))
+    if params is not None:
+        errors.extend(_check_ranges(params, overridden))
     if errors:
-        raise ParamsError(f"{source}: invalid params:\n  " + "\n  ".join(errors))
+        raise ParamsError(f"{source}: invalid params:\n  " + "\n  ".join(dict.fromkeys(errors)))
     return params
+
+
+def _check_recipes(recipes: Any) -> list[str]:
+    if not isinstance(recipes, dict) or not recipes:
+        return [f"recipes: expected a mapping of recipe names to train values, got {_show(recipes)}"]
+    errors: list[str] = []
+    for name, values in recipes.items():
+        prefix = f"recipes.{name}."
+        values = {"recipe": name, **values} if isinstance(values, dict) else values
+        recipe = _build(TrainParams, values, prefix, errors)
+        if recipe is not None:
+            errors.extend(_train_rules(recipe, prefix, set(TRAIN_KEYS)))
+    return errors
+
+
+def _resolve_recipe(train: dict, recipes: dict, errors: list[str]) -> dict:
+    """The train section with its recipe's values filled in where train.* is null."""
+    name = train.get("recipe")
+    if name not in recipes:
+        errors.append(f"train.recipe: got {_show(name)}; expected one of {', '.join(map(repr, recipes))}")
+        return train
+    base = recipes[name] if isinstance(recipes[name], dict) else {}
+    return {**base, **{k: v for k, v in train.items() if v is not None}}
 
 
 def _build(cls: type, raw: Any, prefix: str, errors: list[str]) -> Any:
     where = prefix.rstrip(".") or "top level"
+    start = len(errors)
     if not isinstance(raw, dict):
         errors.append(f"{where}: expected a mapping of keys, got {_show(raw)}")
         return None
@@ -114,7 +169,7 @@ def _build(cls: type, raw: Any, prefix: str, errors: list[str]) -> Any:
             if not ok:
                 errors.append(f"{key}: got {_show(raw[name])}; expected {_describe(hint)}")
             values[name] = value
-    return cls(**values) if len(values) == len(names) else None
+    return cls(**values) if len(errors) == start else None
 
 
 def _coerce(value: Any, hint: Any) -> tuple[bool, Any]:
@@ -157,18 +212,12 @@ def _show(value: Any) -> str:
     return f"{value!r} ({type(value).__name__})" if value is not None else "nothing (null)"
 
 
-def _check_ranges(p: Params) -> list[str]:
+def _check_ranges(p: Params, overridden: set[str]) -> list[str]:
     """Value checks that types cannot express; each message names key, value, rule."""
     rules = [
         ("data.url", p.data.url, bool(p.data.url.strip()), "a non-empty URL or path"),
         ("data.md5", p.data.md5, bool(MD5_RE.match(p.data.md5)), "32 lowercase hex digits"),
         ("prepare.val_size", p.prepare.val_size, p.prepare.val_size >= 0, ">= 0"),
-        ("train.lr", p.train.lr, p.train.lr > 0, "> 0"),
-        ("train.momentum", p.train.momentum, 0 <= p.train.momentum < 1, "in [0, 1)"),
-        ("train.weight_decay", p.train.weight_decay, p.train.weight_decay >= 0, ">= 0"),
-        ("train.batch_size", p.train.batch_size, p.train.batch_size >= 1, ">= 1"),
-        ("train.epochs", p.train.epochs, p.train.epochs >= 1, ">= 1"),
-        ("train.device", p.train.device, bool(DEVICE_RE.match(p.train.device)), "auto, cpu, cuda, cuda:N or mps"),
         ("evaluate.batch_size", p.evaluate.batch_size, p.evaluate.batch_size >= 1, ">= 1"),
         ("evaluate.device", p.evaluate.device, bool(DEVICE_RE.match(p.evaluate.device)),
          "auto, cpu, cuda, cuda:N or mps"),
@@ -179,7 +228,27 @@ def _check_ranges(p: Params) -> list[str]:
     if (p.prepare.mean == "train") != (p.prepare.std == "train"):
         errors.append(f"prepare.mean/prepare.std: got {p.prepare.mean!r}/{p.prepare.std!r}; "
                       "'train' must be set on both or neither")
-    return errors
+    return errors + _train_rules(p.train, "train.", overridden)
+
+
+def _train_rules(t: TrainParams, prefix: str, keys: set[str]) -> list[str]:
+    """Range errors among `keys` of a train section (recipes are checked on their own)."""
+    rules = [
+        ("lr", t.lr > 0, "> 0"),
+        ("momentum", 0 <= t.momentum < 1, "in [0, 1)"),
+        ("nesterov", not t.nesterov or t.momentum > 0, "false unless momentum > 0"),
+        ("width", t.width >= 1, ">= 1"),
+        ("weight_decay", t.weight_decay >= 0, ">= 0"),
+        ("warmup", 0 <= t.warmup < 1, "in [0, 1)"),
+        ("label_smoothing", 0 <= t.label_smoothing < 1, "in [0, 1)"),
+        ("ema", 0 <= t.ema < 1, "in [0, 1)"),
+        ("batch_size", t.batch_size >= 1, ">= 1"),
+        ("epochs", t.epochs >= 1, ">= 1"),
+        ("crop_pad", 0 <= t.crop_pad <= 16, "in 0..16"),
+        ("device", bool(DEVICE_RE.match(t.device)), "auto, cpu, cuda, cuda:N or mps"),
+    ]
+    return [f"{prefix}{key}: got {getattr(t, key)!r}; must be {rule}"
+            for key, ok, rule in rules if not ok and key in keys]
 
 
 def _check_stats(key: str, value: Any, positive: bool) -> list[str]:

@@ -1,29 +1,35 @@
 """Stage 3: train the model named in params.yaml on the prepared tensors.
 
 The training split is moved to the device once. Each epoch shuffles it with a
-seeded permutation and slices batches off the shuffled copy, which is what a
-shuffled DataLoader does, minus the per-sample Python work. Writes the weights
-as a plain state_dict (`--model`), what inference needs beside them
-(`--model-meta`: model name, classes, normalization, the train params used) and
-a small metrics file (`--metrics`).
+seeded permutation, augments the whole shuffled copy on the device in a few
+batched tensor ops (random crop from a reflect-padded image, horizontal flip),
+and slices batches off it: what a shuffled DataLoader with per-sample
+transforms does, minus the per-sample Python work. Writes the weights as a
+plain state_dict (`--model`), what inference needs beside them (`--model-meta`:
+model name and width, classes, normalization, the effective train params) and a
+small metrics file (`--metrics`).
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import logging
+import math
 import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from .common import atomic_path, choose_device, progress, require_file, run_stage, write_json
 from .models import build_model, predict_logits
 from .params import TrainParams, load_params
 
 log = logging.getLogger("stages")
+AUGMENT_CHUNK = 8192  # images augmented at once: bounds the padded copy's memory
 
 
 def load_split(path: Path, device: torch.device) -> dict:
@@ -36,31 +42,99 @@ def load_split(path: Path, device: torch.device) -> dict:
 
 def make_optimizer(p: TrainParams, model: nn.Module) -> torch.optim.Optimizer:
     if p.optimizer == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=p.lr, momentum=p.momentum, weight_decay=p.weight_decay)
+        return torch.optim.SGD(model.parameters(), lr=p.lr, momentum=p.momentum, nesterov=p.nesterov,
+                               weight_decay=p.weight_decay)
     if p.optimizer == "adamw":
         return torch.optim.AdamW(model.parameters(), lr=p.lr, weight_decay=p.weight_decay)
     raise ValueError(f"Invalid optimizer {p.optimizer!r}. Only sgd, adamw are supported.")
 
 
-def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, images: torch.Tensor,
-                labels: torch.Tensor, batch_size: int, generator: torch.Generator,
-                desc: str = "") -> tuple[float, float]:
-    """One pass over a seeded shuffle of the data; return (mean loss, accuracy)."""
-    model.train()
+def lr_factor(step: int, total: int, warmup: float, schedule: str) -> float:
+    """Multiplier of the peak lr at `step` (0-based) of `total`: linear warm-up, then the schedule."""
+    warm = int(warmup * total)
+    if step < warm:
+        return (step + 1) / warm
+    if schedule == "constant":
+        return 1.0
+    done = (step - warm) / max(1, total - warm)  # 0 -> 1 over the decay phase
+    if schedule == "onecycle":
+        return 1.0 - done
+    if schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * done))
+    raise ValueError(f"Invalid schedule {schedule!r}. Only constant, onecycle, cosine are supported.")
+
+
+def augment(images: torch.Tensor, crop_pad: int, flip: bool, generator: torch.Generator) -> torch.Tensor:
+    """Random crops (from a reflect-padded copy) and horizontal flips of (N, C, H, W) images, batched.
+
+    Random numbers come from the CPU generator, so runs are seeded the same on any device.
+    """
+    n, _, h, w = images.shape
+    flips = torch.rand(n, generator=generator) < 0.5 if flip else None
+    shifts = torch.randint(0, 2 * crop_pad + 1, (n, 2), generator=generator) if crop_pad else None
+    out = []
+    for start in range(0, n, AUGMENT_CHUNK):
+        x = images[start:start + AUGMENT_CHUNK]
+        if shifts is not None:
+            s = shifts[start:start + AUGMENT_CHUNK].to(x.device)
+            padded = F.pad(x, (crop_pad,) * 4, mode="reflect")  # (n, C, H+2p, W+2p)
+            rows = (s[:, 0, None] + torch.arange(h, device=x.device))[:, None, :, None]
+            x = padded.gather(2, rows.expand(-1, x.shape[1], -1, padded.shape[3]))  # (n, C, H, W+2p)
+            cols = (s[:, 1, None] + torch.arange(w, device=x.device))[:, None, None, :]
+            x = x.gather(3, cols.expand(-1, x.shape[1], h, -1))  # (n, C, H, W)
+        if flips is not None:
+            x = torch.where(flips[start:start + AUGMENT_CHUNK].to(x.device)[:, None, None, None], x.flip(3), x)
+        out.append(x)
+    return torch.cat(out)
+
+
+@dataclasses.dataclass
+class Trainer:
+    """What an optimizer step needs besides the batch; built once from the train params."""
+
+    model: nn.Module  # what runs forward (a torch.compile wrapper when compiling)
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
+    ema: AveragedModel | None = None
+    label_smoothing: float = 0.0
+    autocast_dtype: torch.dtype | None = None
+    crop_pad: int = 0
+    flip: bool = False
+    channels_last: bool = False
+
+    def autocast(self, device: torch.device):
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device.type, dtype=self.autocast_dtype)
+
+
+def train_epoch(t: Trainer, images: torch.Tensor, labels: torch.Tensor, batch_size: int,
+                generator: torch.Generator, desc: str = "") -> tuple[float, float]:
+    """One pass over a seeded shuffle of the (augmented) data; return (mean loss, accuracy)."""
+    t.model.train()
     order = torch.randperm(len(labels), generator=generator).to(images.device)
     images, labels = images[order], labels[order]  # one gather per epoch; batches below are views
+    if t.crop_pad or t.flip:
+        images = augment(images, t.crop_pad, t.flip, generator)
+    if t.channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
     loss_sum = torch.zeros((), device=images.device)
     correct = torch.zeros((), dtype=torch.long, device=images.device)
     starts = range(0, len(labels), batch_size)
     for start in progress(starts, total=len(starts), desc=desc, unit="step"):
         x, y = images[start:start + batch_size], labels[start:start + batch_size]
-        logits = model(x)
-        loss = F.cross_entropy(logits, y)
-        optimizer.zero_grad(set_to_none=True)
+        with t.autocast(images.device):
+            logits = t.model(x)
+            loss = F.cross_entropy(logits, y, label_smoothing=t.label_smoothing)
+        t.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        optimizer.step()
+        t.optimizer.step()
+        if t.scheduler is not None:
+            t.scheduler.step()
+        if t.ema is not None:
+            t.ema.update_parameters(t.model)
         # Summed on the device: no host sync per step.
-        loss_sum += loss.detach() * len(y)
+        loss_sum += loss.detach().float() * len(y)
         correct += (logits.detach().argmax(1) == y).sum()
     return loss_sum.item() / len(labels), correct.item() / len(labels)
 
@@ -71,21 +145,37 @@ def score(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_si
     return F.cross_entropy(logits, labels).item(), (logits.argmax(1) == labels).float().mean().item()
 
 
-def fit(model: nn.Module, optimizer: torch.optim.Optimizer, train: dict, val: dict,
-        p: TrainParams) -> list[dict]:
+def make_trainer(p: TrainParams, model: nn.Module, steps_per_epoch: int, device: torch.device) -> Trainer:
+    optimizer = make_optimizer(p, model)
+    scheduler = None
+    if p.schedule != "constant" or p.warmup > 0:
+        total = p.epochs * steps_per_epoch
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: lr_factor(step, total, p.warmup, p.schedule))
+    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(p.ema), use_buffers=True) if p.ema else None
+    if p.channels_last:
+        model.to(memory_format=torch.channels_last)
+    forward = torch.compile(model) if p.compile else model
+    autocast = torch.bfloat16 if p.precision == "bf16" else None
+    return Trainer(forward, optimizer, scheduler, ema, p.label_smoothing, autocast, p.crop_pad, p.flip,
+                   p.channels_last)
+
+
+def fit(t: Trainer, final_model: nn.Module, train: dict, val: dict, p: TrainParams) -> list[dict]:
     """Train for p.epochs, logging one line per epoch; return the per-epoch history."""
     generator = torch.Generator().manual_seed(p.seed)
     history = []
     for epoch in range(1, p.epochs + 1):
         start = time.perf_counter()
-        loss, acc = train_epoch(model, optimizer, train["images"], train["labels"], p.batch_size, generator,
+        loss, acc = train_epoch(t, train["images"], train["labels"], p.batch_size, generator,
                                 desc=f"epoch {epoch}/{p.epochs}")
         seconds = time.perf_counter() - start
         row = {"epoch": epoch, "train_loss": loss, "train_accuracy": acc, "seconds": seconds,
-               "images_per_second": len(train["labels"]) / seconds}
+               "images_per_second": len(train["labels"]) / seconds,
+               "lr": t.optimizer.param_groups[0]["lr"]}
         line = f"epoch {epoch}/{p.epochs} loss {loss:.4f} acc {acc:.2%}"
         if len(val["labels"]):
-            row["val_loss"], row["val_accuracy"] = score(model, val["images"], val["labels"], 1000)
+            row["val_loss"], row["val_accuracy"] = score(final_model, val["images"], val["labels"], 1000)
             line += f" val_loss {row['val_loss']:.4f} val_acc {row['val_accuracy']:.2%}"
         log.info("%s %.1fs %.0f img/s", line, seconds, row["images_per_second"])
         history.append(row)
@@ -105,20 +195,22 @@ def main(argv: list[str] | None = None) -> None:
     device = choose_device(p.device)
     train, val = load_split(args.prepared / "train.pt", device), load_split(args.prepared / "val.pt", device)
     torch.manual_seed(p.seed)
-    model = build_model(p.model, num_classes=len(train["classes"])).to(device)
-    log.info("training %s (%d parameters) on %d images, device %s",
-             p.model, sum(t.numel() for t in model.parameters()), len(train["labels"]), device)
-    history = fit(model, make_optimizer(p, model), train, val, p)
+    model = build_model(p.model, num_classes=len(train["classes"]), width=p.width).to(device)
+    log.info("recipe %s: %s (%d parameters) on %d images, device %s, %s", p.recipe, p.model,
+             sum(t.numel() for t in model.parameters()), len(train["labels"]), device, dataclasses.asdict(p))
+    trainer = make_trainer(p, model, math.ceil(len(train["labels"]) / p.batch_size), device)
+    final_model = trainer.ema.module if trainer.ema is not None else model
+    history = fit(trainer, final_model, train, val, p)
 
     with atomic_path(args.model) as tmp:
-        torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, tmp)
-    write_json(args.model_meta, {"model": p.model, "num_classes": len(train["classes"]),
+        torch.save({k: v.detach().cpu() for k, v in final_model.state_dict().items()}, tmp)
+    write_json(args.model_meta, {"model": p.model, "width": p.width, "num_classes": len(train["classes"]),
                                  "classes": train["classes"], "mean": train["mean"], "std": train["std"],
                                  "train_params": dataclasses.asdict(p)})
     total = sum(row["seconds"] for row in history)
-    final = {k: v for k, v in history[-1].items() if k not in ("epoch", "seconds", "images_per_second")}
-    write_json(args.metrics, {**final, "epochs": p.epochs, "train_seconds": total, "device": str(device),
-                              "images_per_second": len(train["labels"]) * p.epochs / total})
+    final = {k: v for k, v in history[-1].items() if k not in ("epoch", "seconds", "images_per_second", "lr")}
+    write_json(args.metrics, {**final, "recipe": p.recipe, "epochs": p.epochs, "train_seconds": total,
+                              "device": str(device), "images_per_second": len(train["labels"]) * p.epochs / total})
     log.info("wrote %s, %s, %s (%.1fs training)", args.model, args.model_meta, args.metrics, total)
 
 

@@ -5,7 +5,7 @@ array under 'data' (N x 3072, R plane then G then B) rebuilt through
 numpy.core.multiarray._reconstruct, lists under 'labels' and 'filenames'. Python 3
 writes bytes as _codecs calls and numpy 2 names numpy._core, so the pickler below
 writes bytes as Python 2 str opcodes and the old module path, as the originals do.
-Images follow a learnable pattern: a fixed random template per class plus noise.
+Images follow a learnable pattern: a fixed colour and gradient per class, plus noise.
 """
 from __future__ import annotations
 
@@ -43,7 +43,11 @@ def py2_pickle(obj: object) -> bytes:
 
 def make_images(per_class: int, seed: int, noise: float = 40.0) -> tuple[np.ndarray, list[int]]:
     """(N, 3072) uint8 images, class-major shuffled, and their labels; templates fixed across seeds."""
-    templates = np.random.default_rng(1234).integers(0, 256, size=(len(CLASSES), 3072))
+    # A colour and a vertical gradient per class: survives crops and horizontal flips.
+    fixed = np.random.default_rng(1234)
+    colours = fixed.integers(40, 216, size=(len(CLASSES), 3, 1, 1))
+    slopes = fixed.uniform(-2.5, 2.5, size=(len(CLASSES), 1, 1, 1)) * (np.arange(32) - 15.5).reshape(1, 1, 32, 1)
+    templates = np.broadcast_to(colours + slopes, (len(CLASSES), 3, 32, 32)).reshape(len(CLASSES), 3072)
     rng = np.random.default_rng(seed)
     labels = np.repeat(np.arange(len(CLASSES)), per_class)
     rng.shuffle(labels)

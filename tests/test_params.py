@@ -9,6 +9,8 @@ from tests.conftest import PROJECT, params_dict
 
 def test_shipped_params_reproduce_the_tutorial():
     p = load_params(PROJECT / "params.yaml")
+    assert p.train.recipe == "tutorial"
+    assert (p.train.crop_pad, p.train.flip, p.train.schedule, p.train.precision) == (0, False, "constant", "fp32")
     assert (p.train.model, p.train.optimizer, p.train.lr, p.train.momentum) == ("mlp", "sgd", 0.001, 0.0)
     assert (p.train.batch_size, p.train.epochs) == (4, 10)
     assert (p.prepare.mean, p.prepare.std, p.prepare.val_size) == (0.5, 0.5, 0)
@@ -27,7 +29,7 @@ def test_ints_are_accepted_where_numbers_are_expected():
     ("train.epochs", 2.5, r"train\.epochs: got 2\.5 \(float\); expected an integer"),
     ("train.epochs", 0, r"train\.epochs: got 0; must be >= 1"),
     ("train.batch_size", True, r"train\.batch_size: got True \(bool\); expected an integer"),
-    ("train.model", "vgg", r"train\.model: got 'vgg' \(str\); expected one of 'mlp'"),
+    ("train.model", "vgg", r"train\.model: got 'vgg' \(str\); expected one of 'mlp', 'cnn', 'resnet'"),
     ("train.optimizer", "adam", r"train\.optimizer: got 'adam' \(str\); expected one of 'sgd', 'adamw'"),
     ("train.momentum", 1.0, r"train\.momentum: got 1\.0; must be in \[0, 1\)"),
     ("train.device", "gpu", r"train\.device: got 'gpu'; must be auto, cpu, cuda, cuda:N or mps"),
@@ -49,7 +51,7 @@ def test_unknown_and_missing_keys_are_listed_together():
     with pytest.raises(ParamsError) as err:
         parse_params(raw)
     message = str(err.value)
-    assert "train.lrr: unknown key; allowed keys in train: model, optimizer, lr," in message
+    assert "train.lrr: unknown key; allowed keys in train: recipe, model, width, optimizer, lr," in message
     assert "evaluate.device: missing" in message
 
 
@@ -71,3 +73,41 @@ def test_channel_stats_expands_one_value_to_three():
     assert channel_stats(0.5) == [0.5, 0.5, 0.5]
     assert channel_stats([0.1]) == [0.1, 0.1, 0.1]
     assert channel_stats([0.1, 0.2, 0.3]) == [0.1, 0.2, 0.3]
+
+
+def test_recipe_switch_takes_every_value_of_the_recipe():
+    raw = params_dict(**{"train.recipe": "fast-gpu"})
+    p = parse_params(raw)
+    expected = dict(raw["recipes"]["fast-gpu"], recipe="fast-gpu")
+    assert {k: getattr(p.train, k) for k in expected} == expected
+
+
+def test_single_keys_override_the_recipe():
+    p = parse_params(params_dict(**{"train.recipe": "cpu", "train.lr": 0.05, "train.flip": False}))
+    assert (p.train.model, p.train.lr, p.train.flip) == ("resnet", 0.05, False)
+
+
+def test_unknown_recipe_lists_the_known_ones():
+    with pytest.raises(ParamsError, match=r"train\.recipe: got 'gpu' \(str\); expected one of 'tutorial', 'cpu', "):
+        parse_params(params_dict(**{"train.recipe": "gpu"}))
+
+
+def test_errors_name_where_the_bad_value_was_written():
+    with pytest.raises(ParamsError) as err:
+        parse_params(params_dict(**{"recipes.cpu.lr": -1.0, "train.epochs": 0}))
+    message = str(err.value)
+    assert "recipes.cpu.lr: got -1.0; must be > 0" in message  # checked although tutorial is in use
+    assert "train.epochs: got 0; must be >= 1" in message
+    assert "train.lr" not in message
+
+
+def test_incomplete_recipe_is_an_error():
+    raw = params_dict()
+    del raw["recipes"]["cpu"]["width"]
+    with pytest.raises(ParamsError, match=r"recipes\.cpu\.width: missing"):
+        parse_params(raw)
+
+
+def test_nesterov_needs_momentum():
+    with pytest.raises(ParamsError, match=r"train\.nesterov: got True; must be false unless momentum > 0"):
+        parse_params(params_dict(**{"train.nesterov": True}))

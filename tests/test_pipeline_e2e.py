@@ -100,3 +100,22 @@ def test_failing_stage_leaves_no_finished_looking_output(project, tmp_path):
     assert not (project / "data/cifar-10-batches-py").exists()
     assert not [p.name for p in (project / "data").iterdir() if p.name.startswith(".")]
     assert not (project / "dvc.lock").exists()
+
+
+def test_recipe_switch_with_exp_run_records_the_recipe_in_dvc_lock(project):
+    sh(project, "dvc", "repro")
+    sh(project, "git", "add", "-A")
+    sh(project, "git", "commit", "-qm", "first run")
+    out = sh(project, "dvc", "exp", "run", "-S", "train.recipe=cpu", "-S", "train.width=4",
+             "-S", "train.batch_size=32", "-S", "train.precision=fp32")
+    assert ran(out) == {"train", "evaluate"}
+    lock = yaml.safe_load((project / "dvc.lock").read_text())
+    locked = lock["stages"]["train"]["params"]["params.yaml"]
+    assert locked["train"]["recipe"] == "cpu" and locked["train"]["width"] == 4
+    assert locked["recipes"]["cpu"]["model"] == "resnet"
+    meta = json.loads((project / "data/model.json").read_text())
+    assert meta["train_params"]["model"] == "resnet"  # the recipe's value, resolved
+    assert meta["train_params"]["flip"] is True and meta["train_params"]["width"] == 4
+    assert json.loads((project / "metrics/train.json").read_text())["recipe"] == "cpu"
+    shown = json.loads(sh(project, "dvc", "exp", "show", "--json"))
+    assert "cpu" in json.dumps(shown)

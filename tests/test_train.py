@@ -42,7 +42,7 @@ def test_every_image_is_used_once_per_epoch_including_the_last_partial_batch():
     model.register_forward_hook(lambda m, args, out: seen.append(args[0][:, 0, 0, 0].clone()))
     images = torch.arange(10, dtype=torch.float32).view(10, 1, 1, 1).expand(10, 3, 32, 32).contiguous()
     labels = torch.arange(10) % 3
-    train.train_epoch(model, torch.optim.SGD(model.parameters(), lr=0.0), images, labels, 4,
+    train.train_epoch(train.Trainer(model, torch.optim.SGD(model.parameters(), lr=0.0)), images, labels, 4,
                       torch.Generator().manual_seed(0))
     assert [len(batch) for batch in seen] == [4, 4, 2]
     assert sorted(torch.cat(seen).tolist()) == list(range(10))
@@ -53,10 +53,11 @@ def test_shuffle_keeps_images_and_labels_aligned(monkeypatch):
     model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 10))
     model.register_forward_hook(lambda m, args, out: seen_x.append(args[0][:, 0, 0, 0].clone()))
     cross_entropy = train.F.cross_entropy
-    monkeypatch.setattr(train.F, "cross_entropy", lambda logits, y: seen_y.append(y.clone()) or cross_entropy(logits, y))
+    monkeypatch.setattr(train.F, "cross_entropy",
+                        lambda logits, y, **kw: seen_y.append(y.clone()) or cross_entropy(logits, y, **kw))
     images = torch.arange(12, dtype=torch.float32).view(12, 1, 1, 1).expand(12, 3, 32, 32).contiguous()
     labels = torch.arange(12) % 10  # label == image value mod 10
-    train.train_epoch(model, torch.optim.SGD(model.parameters(), lr=0.0), images, labels, 5,
+    train.train_epoch(train.Trainer(model, torch.optim.SGD(model.parameters(), lr=0.0)), images, labels, 5,
                       torch.Generator().manual_seed(3))
     x, y = torch.cat(seen_x), torch.cat(seen_y)
     assert (x.long() % 10 == y).all()
@@ -138,3 +139,75 @@ def test_cuda_param_without_cuda_stops_before_training(tmp_path, prepared):
     with pytest.raises(StageError, match="no CUDA GPU"):
         run_train(tmp_path, prepared, **{"train.device": "cuda"})
     assert not (tmp_path / "model.pth").exists()
+
+
+def test_augment_is_seeded_and_keeps_image_content():
+    images = torch.arange(2 * 3 * 32 * 32, dtype=torch.float32).view(2, 3, 32, 32)
+    a = train.augment(images, 4, True, torch.Generator().manual_seed(0))
+    b = train.augment(images, 4, True, torch.Generator().manual_seed(0))
+    c = train.augment(images, 4, True, torch.Generator().manual_seed(1))
+    assert a.shape == images.shape and torch.equal(a, b) and not torch.equal(a, c)
+    # Crops come from the reflect-padded image: the centre 24x24 of every crop lies inside the original.
+    for i in range(2):
+        centre = a[i, :, 4:28, 4:28]
+        hits = [torch.equal(centre, img[:, dy:dy + 24, dx:dx + 24])
+                for img in (images[i], images[i].flip(2)) for dy in range(9) for dx in range(9)]
+        assert any(hits)
+
+
+def test_augment_off_is_identity_and_flip_only_mirrors():
+    images = torch.randn(64, 3, 32, 32)
+    assert torch.equal(train.augment(images, 0, False, torch.Generator()), images)
+    flipped = train.augment(images, 0, True, torch.Generator().manual_seed(0))
+    same = (flipped == images).flatten(1).all(1)
+    mirrored = (flipped == images.flip(3)).flatten(1).all(1)
+    assert (same | mirrored).all() and 10 < mirrored.sum() < 54
+
+
+def test_augmented_epoch_keeps_labels_aligned(monkeypatch):
+    """Each image is constant (its label): crops and flips must not move it to another label."""
+    seen_x, seen_y = [], []
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 10))
+    model.register_forward_hook(lambda m, args, out: seen_x.append(args[0].clone()))
+    cross_entropy = train.F.cross_entropy
+    monkeypatch.setattr(train.F, "cross_entropy",
+                        lambda logits, y, **kw: seen_y.append(y.clone()) or cross_entropy(logits, y, **kw))
+    labels = torch.arange(20) % 10
+    images = labels.float().view(20, 1, 1, 1).expand(20, 3, 32, 32).contiguous()
+    t = train.Trainer(model, torch.optim.SGD(model.parameters(), lr=0.0), crop_pad=4, flip=True)
+    train.train_epoch(t, images, labels, 6, torch.Generator().manual_seed(0))
+    x, y = torch.cat(seen_x), torch.cat(seen_y)
+    assert (x == y.float().view(-1, 1, 1, 1)).all()
+
+
+@pytest.mark.parametrize("schedule, expected", [
+    ("constant", [0.5, 1.0, 1.0, 1.0, 1.0, 1.0]),
+    ("onecycle", [0.5, 1.0, 1.0, 0.75, 0.5, 0.25]),
+    ("cosine", [0.5, 1.0, 1.0, 0.8536, 0.5, 0.1464]),
+])
+def test_lr_schedules(schedule, expected):
+    got = [train.lr_factor(step, 6, warmup=2 / 6, schedule=schedule) for step in range(6)]
+    assert got == pytest.approx(expected, abs=1e-4)
+
+
+@pytest.mark.parametrize("model, extra", [
+    ("mlp", {}),
+    ("cnn", {"train.lr": 0.05}),
+    ("resnet", {"train.width": 8, "train.lr": 0.2, "train.schedule": "onecycle", "train.warmup": 0.2,
+                "train.label_smoothing": 0.1, "train.crop_pad": 2, "train.flip": True, "train.ema": 0.9}),
+])
+def test_each_model_learns_the_synthetic_pattern_in_one_short_run(tmp_path, prepared, model, extra):
+    settings = {"train.model": model, "train.lr": 0.01, "train.momentum": 0.9, "train.batch_size": 16,
+                "train.epochs": 3, **extra}
+    out = run_train(tmp_path, prepared, **settings)
+    metrics = json.loads(out["train.json"].read_text())
+    assert metrics["val_accuracy"] > 0.3, metrics  # chance is 0.1
+    assert json.loads(out["model.json"].read_text())["train_params"]["model"] == model
+
+
+def test_ema_weights_are_what_gets_saved(tmp_path, prepared):
+    out = run_train(tmp_path, prepared, **{"train.model": "resnet", "train.width": 4, "train.ema": 0.5,
+                                           "train.epochs": 1, "train.batch_size": 32})
+    state = torch.load(out["model.pth"], weights_only=True)
+    assert "n_averaged" not in state  # the averaged module's own state_dict, loadable into the model
+    train.build_model("resnet", 10, width=4).load_state_dict(state)

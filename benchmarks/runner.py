@@ -1,0 +1,94 @@
+"""Shared by the benchmark scripts: run dvc.yaml's stage commands without DVC, and describe the machine.
+
+The GPU machines these benchmarks also run on have no DVC, so the stages run as
+the same commands dvc.yaml gives them, in a scratch copy of the project whose
+params.yaml gets the overrides asked for.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def stage_commands(dvc_yaml: Path) -> list[tuple[str, str]]:
+    """(name, command) of each stage in order, with dvc.yaml's ${paths.*} vars filled in."""
+    spec = yaml.safe_load(dvc_yaml.read_text())
+    paths = {k: v for var in spec.get("vars", []) for k, v in var.get("paths", {}).items()}
+    fill = lambda cmd: re.sub(r"\$\{paths\.(\w+)\}", lambda m: paths[m.group(1)], cmd)  # noqa: E731
+    return [(name, fill(stage["cmd"])) for name, stage in spec["stages"].items()]
+
+
+def set_dotted(params: dict, dotted: dict) -> dict:
+    for key, value in dotted.items():
+        *parents, leaf = key.split(".")
+        node = params
+        for part in parents:
+            node = node[part]
+        node[leaf] = value
+    return params
+
+
+def copy_project(work: Path, overrides: dict) -> None:
+    for item in ("stages", "dvc.yaml", "params.yaml"):
+        (shutil.copytree if (ROOT / item).is_dir() else shutil.copy)(ROOT / item, work / item)
+    params = set_dotted(yaml.safe_load((work / "params.yaml").read_text()), overrides)
+    (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def run_stages(work: Path, only: tuple[str, ...] | None = None) -> dict:
+    """Run the stage commands in `work`; return seconds and peak memory (MiB) of each."""
+    figures = {}
+    for name, cmd in stage_commands(work / "dvc.yaml"):
+        if only and name not in only:
+            continue
+        print(f"--- stage {name}: {cmd}", flush=True)
+        argv = shlex.split(cmd)
+        argv[0] = sys.executable if argv[0] == "python" else argv[0]
+        start = time.perf_counter()
+        proc = subprocess.Popen(argv, cwd=work)
+        _, status, usage = os.wait4(proc.pid, 0)  # this child's own peak RSS, in KiB on Linux
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        if proc.returncode:
+            raise SystemExit(f"stage {name} failed with exit code {proc.returncode}")
+        figures[name] = {"seconds": time.perf_counter() - start, "peak_rss_mib": usage.ru_maxrss / 1024}
+    return figures
+
+
+def results(work: Path) -> dict:
+    metrics = json.loads((work / "metrics/metrics.json").read_text())
+    train = json.loads((work / "metrics/train.json").read_text())
+    return {"test_accuracy": metrics["accuracy"], "train_seconds": train["train_seconds"],
+            "per_class_accuracy": metrics["per_class_accuracy"], "device": train["device"],
+            "recipe": train["recipe"], "epochs": train["epochs"]}
+
+
+def machine() -> str:
+    cpu = platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    gpu = f", GPU {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""
+    return f"{os.cpu_count()} cores {cpu}{gpu}, torch {torch.__version__}, Python {platform.python_version()}"
+
+
+def commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                              text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
