@@ -1,0 +1,66 @@
+"""Where the time of one training step goes, for a recipe's model and batch size (default: tutorial).
+
+Times N optimizer steps of the train stage's own loop (stages.train.train_epoch on
+random data of CIFAR-10 shape) and profiles them with torch.profiler, then prints
+the operators by self time and the share that is not matrix math or the
+optimizer's update (Python, autograd and dispatcher overhead).
+
+    python benchmarks/profile_step.py [--recipe tutorial] [--steps 1000]
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.runner import ROOT, machine, set_dotted  # noqa: E402
+from stages import train  # noqa: E402
+from stages.models import build_model  # noqa: E402
+from stages.params import parse_params  # noqa: E402
+
+MATH = ("aten::mm", "aten::addmm", "aten::convolution", "aten::mkldnn_convolution", "aten::_convolution",
+        "aten::convolution_backward", "aten::native_batch_norm", "aten::native_batch_norm_backward")
+UPDATE = ("aten::add_", "aten::_foreach_add_", "aten::mul_", "aten::addcmul_", "aten::_fused_sgd_")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--recipe", default="tutorial")
+    ap.add_argument("--steps", type=int, default=1000)
+    args = ap.parse_args()
+    import yaml
+
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    p = parse_params(set_dotted(raw, {"train.recipe": args.recipe, "train.device": "cpu"})).train
+    torch.manual_seed(0)
+    n = args.steps * p.batch_size
+    images, labels = torch.randn(n, 3, 32, 32), torch.randint(0, 10, (n,))
+    model = build_model(p.model, 10, width=p.width)
+    trainer = train.make_trainer(p, model, args.steps, torch.device("cpu"))
+    generator = torch.Generator().manual_seed(0)
+    train.train_epoch(trainer, images[: 20 * p.batch_size], labels[: 20 * p.batch_size], p.batch_size, generator)
+
+    start = time.perf_counter()
+    train.train_epoch(trainer, images, labels, p.batch_size, generator)
+    per_step = (time.perf_counter() - start) / args.steps
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        train.train_epoch(trainer, images, labels, p.batch_size, generator)
+    events = prof.key_averages()
+    total = sum(e.self_cpu_time_total for e in events)
+    math_us = sum(e.self_cpu_time_total for e in events if e.key in MATH)
+    update_us = sum(e.self_cpu_time_total for e in events if e.key in UPDATE)
+    print(events.table(sort_by="self_cpu_time_total", row_limit=12))
+    print(f"{args.recipe}: {per_step * 1e3:.2f} ms/step unprofiled at batch {p.batch_size} "
+          f"({p.batch_size / per_step:.0f} img/s, {50000 / p.batch_size * per_step:.0f} s per 50,000-image epoch)")
+    print(f"profiled self time: matrix math {math_us / total:.0%}, optimizer update {update_us / total:.0%}, "
+          f"everything else (Python, autograd, dispatch, small ops) {1 - (math_us + update_us) / total:.0%}")
+    print(f"on {machine()}")
+
+
+if __name__ == "__main__":
+    main()
