@@ -15,13 +15,14 @@ import time
 from pathlib import Path
 
 import torch
+import yaml
 from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.runner import ROOT, machine, set_dotted  # noqa: E402
+from benchmarks.runner import ROOT, machine  # noqa: E402
 from stages import train  # noqa: E402
 from stages.models import build_model  # noqa: E402
-from stages.params import parse_params  # noqa: E402
+from stages.params import parse_params, set_dotted  # noqa: E402
 
 MATH = ("aten::mm", "aten::addmm", "aten::convolution", "aten::mkldnn_convolution", "aten::_convolution",
         "aten::convolution_backward", "aten::native_batch_norm", "aten::native_batch_norm_backward")
@@ -33,8 +34,6 @@ def main() -> None:
     ap.add_argument("--recipe", default="tutorial")
     ap.add_argument("--steps", type=int, default=1000)
     args = ap.parse_args()
-    import yaml
-
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
     p = parse_params(set_dotted(raw, {"train.recipe": args.recipe, "train.device": "cpu"})).train
     torch.manual_seed(0)

@@ -21,7 +21,8 @@ from pathlib import Path
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.runner import commit, copy_project, machine, results, run_stages, set_dotted  # noqa: E402
+from benchmarks.runner import commit, copy_project, machine, results, run_stages  # noqa: E402
+from stages.params import set_dotted  # noqa: E402
 
 
 def parse_set(items: list[str]) -> dict:

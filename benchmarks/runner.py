@@ -20,6 +20,8 @@ from pathlib import Path
 import torch
 import yaml
 
+from stages.params import set_dotted
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -29,16 +31,6 @@ def stage_commands(dvc_yaml: Path) -> list[tuple[str, str]]:
     paths = {k: v for var in spec.get("vars", []) for k, v in var.get("paths", {}).items()}
     fill = lambda cmd: re.sub(r"\$\{paths\.(\w+)\}", lambda m: paths[m.group(1)], cmd)  # noqa: E731
     return [(name, fill(stage["cmd"])) for name, stage in spec["stages"].items()]
-
-
-def set_dotted(params: dict, dotted: dict) -> dict:
-    for key, value in dotted.items():
-        *parents, leaf = key.split(".")
-        node = params
-        for part in parents:
-            node = node[part]
-        node[leaf] = value
-    return params
 
 
 def copy_project(work: Path, overrides: dict) -> None:

@@ -59,6 +59,18 @@ def require_file(path: Path, what: str) -> Path:
     return path
 
 
+def default_path(key: str, dvc_yaml: Path = Path("dvc.yaml")) -> Path | None:
+    """A path from dvc.yaml's vars (where every path is written once), for commands outside the
+    pipeline; None when there is no such dvc.yaml or key."""
+    import yaml
+
+    try:
+        spec = yaml.safe_load(dvc_yaml.read_text())
+        return Path(next(v["paths"][key] for v in spec["vars"] if "paths" in v))
+    except (OSError, KeyError, StopIteration, TypeError, yaml.YAMLError):
+        return None
+
+
 def write_json(path: str | Path, data: Any) -> None:
     with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
         json.dump(data, f, indent=2)

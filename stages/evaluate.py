@@ -1,8 +1,11 @@
 """Stage 4: score the trained model on the test split.
 
-Writes `--metrics` (accuracy, loss, per-class accuracy keyed by class name, so
-`dvc metrics diff` shows each class) and `--confusion` (one row per test image,
-actual and predicted class name, as DVC's confusion plot template reads).
+Writes `--metrics` (accuracy, loss, macro F1, and per-class accuracy, precision,
+recall and F1 keyed by class name, so `dvc metrics diff` shows each class),
+`--confusion` (one row per test image, actual and predicted class name, as DVC's
+confusion plot template reads), `--per-class` (a row per class for the bar
+chart) and `--grid` (a PNG of the first test images with true and predicted
+labels, wrong ones framed in red).
 """
 from __future__ import annotations
 
@@ -14,12 +17,14 @@ from pathlib import Path
 import pandas as pd
 import torch
 import torch.nn.functional as F
+from PIL import Image, ImageDraw, ImageFont
 
 from .common import StageError, atomic_path, choose_device, require_file, run_stage, write_json
 from .models import build_model, predict_logits
 from .params import load_params
 
 log = logging.getLogger("stages")
+GRID_IMAGES = 64  # the first 64 test images, the same in every run so pictures compare
 
 
 def load_model(weights: Path, meta: dict, device: torch.device) -> torch.nn.Module:
@@ -46,21 +51,61 @@ def tta_logits(model: torch.nn.Module, images: torch.Tensor, batch_size: int, tt
 
 def per_class_accuracy(predicted: torch.Tensor, actual: torch.Tensor, classes: list[str]) -> dict[str, float]:
     """Accuracy on the images of each class, keyed by class name (NaN-free: 0 images -> 0.0)."""
-    result = {}
-    for index, name in enumerate(classes):
-        mask = actual == index
-        result[name] = (predicted[mask] == index).float().mean().item() if mask.any() else 0.0
-    return result
+    return class_report(predicted, actual, classes)["recall"]
+
+
+def class_report(predicted: torch.Tensor, actual: torch.Tensor, classes: list[str]) -> dict[str, dict[str, float]]:
+    """Per-class precision, recall (= per-class accuracy) and F1, each keyed by class name; 0.0 where undefined."""
+    k = len(classes)
+    counts = torch.bincount(actual * k + predicted, minlength=k * k).view(k, k).double()  # [actual, predicted]
+    hits = counts.diag()
+    safe = lambda num, den: torch.where(den > 0, num / den.clamp(min=1e-12), torch.zeros_like(num))  # noqa: E731
+    precision, recall = safe(hits, counts.sum(0)), safe(hits, counts.sum(1))
+    f1 = safe(2 * precision * recall, precision + recall)
+    return {name: dict(zip(classes, values.tolist())) for name, values in
+            (("precision", precision), ("recall", recall), ("f1", f1))}
 
 
 def test_metrics(logits: torch.Tensor, labels: torch.Tensor, classes: list[str]) -> dict:
     predicted = logits.argmax(1)
+    report = class_report(predicted, labels, classes)
     return {
         "accuracy": (predicted == labels).float().mean().item(),
         "loss": F.cross_entropy(logits, labels).item(),
         "test_images": len(labels),
-        "per_class_accuracy": per_class_accuracy(predicted, labels, classes),
+        "macro_f1": sum(report["f1"].values()) / len(classes),
+        "per_class_accuracy": report["recall"],
+        "per_class_precision": report["precision"],
+        "per_class_recall": report["recall"],
+        "per_class_f1": report["f1"],
     }
+
+
+def per_class_table(metrics: dict, classes: list[str]) -> pd.DataFrame:
+    """One row per class, for the bar chart: class, accuracy, precision, recall, f1."""
+    return pd.DataFrame({"class": classes,
+                         **{column: [metrics[f"per_class_{column}"][c] for c in classes]
+                            for column in ("accuracy", "precision", "recall", "f1")}})
+
+
+def prediction_grid(images: torch.Tensor, actual: list[str], predicted: list[str], columns: int = 8,
+                    scale: int = 3) -> Image.Image:
+    """A picture of images (N, 3, 32, 32) in 0..1 with "true / predicted" under each; wrong ones framed red."""
+    cell_w, cell_h, caption = 32 * scale + 8, 32 * scale + 30, 32 * scale + 4
+    rows = -(-len(images) // columns)
+    grid = Image.new("RGB", (columns * cell_w, rows * cell_h), "white")
+    draw = ImageDraw.Draw(grid)
+    font = ImageFont.load_default()
+    pixels = (images.clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).numpy()  # (N, 32, 32, 3) uint8
+    for i, (img, truth, guess) in enumerate(zip(pixels, actual, predicted)):
+        x, y = (i % columns) * cell_w + 4, (i // columns) * cell_h + 4
+        wrong = truth != guess
+        if wrong:
+            draw.rectangle([x - 3, y - 3, x + 32 * scale + 2, y + 32 * scale + 2], outline=(220, 0, 0), width=3)
+        grid.paste(Image.fromarray(img).resize((32 * scale, 32 * scale), Image.NEAREST), (x, y))
+        draw.text((x, y + caption), truth, fill=(0, 0, 0), font=font)
+        draw.text((x, y + caption + 11), guess, fill=(220, 0, 0) if wrong else (0, 128, 0), font=font)
+    return grid
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -71,6 +116,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--model-meta", type=Path, required=True, help="JSON written beside the .pth")
     ap.add_argument("--metrics", type=Path, required=True, help="output: metrics JSON")
     ap.add_argument("--confusion", type=Path, required=True, help="output: CSV of actual,predicted")
+    ap.add_argument("--per-class", type=Path, required=True, help="output: CSV of per-class figures")
+    ap.add_argument("--grid", type=Path, required=True, help="output: PNG of test images with predictions")
     args = ap.parse_args(argv)
     p = load_params(args.params).evaluate
 
@@ -90,12 +137,17 @@ def main(argv: list[str] | None = None) -> None:
         log.info("  %-12s %.1f%%", name, 100 * acc)
 
     classes = pd.Series(test["classes"])
-    confusion = pd.DataFrame({"actual": classes[test["labels"].numpy()].to_numpy(),
-                              "predicted": classes[logits.argmax(1).numpy()].to_numpy()})
+    actual, predicted = classes[test["labels"].numpy()].tolist(), classes[logits.argmax(1).numpy()].tolist()
     with atomic_path(args.confusion) as tmp:
-        confusion.to_csv(tmp, index=False)
+        pd.DataFrame({"actual": actual, "predicted": predicted}).to_csv(tmp, index=False)
+    with atomic_path(args.per_class) as tmp:
+        per_class_table(metrics, test["classes"]).to_csv(tmp, index=False)
+    std, mean = (torch.tensor(meta[k]).view(3, 1, 1) for k in ("std", "mean"))
+    shown = test["images"][:GRID_IMAGES] * std + mean  # back to 0..1 pixels
+    with atomic_path(args.grid) as tmp:
+        prediction_grid(shown, actual[:GRID_IMAGES], predicted[:GRID_IMAGES]).save(tmp, format="PNG")
     write_json(args.metrics, metrics)
-    log.info("wrote %s, %s", args.metrics, args.confusion)
+    log.info("wrote %s, %s, %s, %s", args.metrics, args.confusion, args.per_class, args.grid)
 
 
 if __name__ == "__main__":

@@ -35,7 +35,9 @@ class PrepareParams:
     # or "train" (both mean and std) for statistics of the training split.
     mean: Union[float, list[float], Literal["train"]]
     std: Union[float, list[float], Literal["train"]]
-    val_size: int  # images held out of the training split for validation; 0 = none
+    train_per_class: int  # class-balanced subset: first N training images of each class; 0 = all
+    test_per_class: int  # the same for the test split; 0 = all
+    val_size: int  # images held out of the (subset) training split for validation; 0 = none
     split_seed: int  # seed of the train/validation split
 
 
@@ -74,11 +76,18 @@ class EvaluateParams:
 
 
 @dataclass(frozen=True)
+class GateParams:
+    min_accuracy: float  # stages.gate fails below this test accuracy (fraction, 0..1)
+    max_drop: float  # ...or when accuracy fell by more than this against a baseline (fraction)
+
+
+@dataclass(frozen=True)
 class Params:
     data: DataParams
     prepare: PrepareParams
     train: TrainParams  # resolved: recipes[train.recipe] with the non-null train.* values on top
     evaluate: EvaluateParams
+    gate: GateParams
 
 
 TRAIN_KEYS = [f.name for f in fields(TrainParams)]
@@ -218,7 +227,11 @@ def _check_ranges(p: Params, overridden: set[str]) -> list[str]:
         ("data.url", p.data.url, bool(p.data.url.strip()), "a non-empty URL or path"),
         ("data.md5", p.data.md5, bool(MD5_RE.match(p.data.md5)), "32 lowercase hex digits"),
         ("prepare.val_size", p.prepare.val_size, p.prepare.val_size >= 0, ">= 0"),
+        ("prepare.train_per_class", p.prepare.train_per_class, p.prepare.train_per_class >= 0, ">= 0 (0 = all)"),
+        ("prepare.test_per_class", p.prepare.test_per_class, p.prepare.test_per_class >= 0, ">= 0 (0 = all)"),
         ("evaluate.batch_size", p.evaluate.batch_size, p.evaluate.batch_size >= 1, ">= 1"),
+        ("gate.min_accuracy", p.gate.min_accuracy, 0 <= p.gate.min_accuracy <= 1, "in [0, 1]"),
+        ("gate.max_drop", p.gate.max_drop, 0 <= p.gate.max_drop <= 1, "in [0, 1]"),
         ("evaluate.device", p.evaluate.device, bool(DEVICE_RE.match(p.evaluate.device)),
          "auto, cpu, cuda, cuda:N or mps"),
     ]
@@ -260,6 +273,17 @@ def _check_stats(key: str, value: Any, positive: bool) -> list[str]:
     if positive and min(values) <= 0:
         return [f"{key}: got {value!r}; every value must be > 0"]
     return []
+
+
+def set_dotted(raw: dict, dotted: dict[str, Any]) -> dict:
+    """Set values of a params dict by dotted key ({"train.lr": 0.1}), in place; return the dict."""
+    for key, value in dotted.items():
+        *parents, leaf = key.split(".")
+        node = raw
+        for part in parents:
+            node = node[part]
+        node[leaf] = value
+    return raw
 
 
 def channel_stats(value: float | list[float]) -> list[float]:

@@ -81,6 +81,18 @@ def read_split(folder: Path, names: tuple[str, ...], num_classes: int) -> tuple[
     return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 
+def first_per_class(labels: np.ndarray, per_class: int, classes: list[str], key: str) -> np.ndarray:
+    """Indices of the first `per_class` images of each class, in file order."""
+    counts = np.bincount(labels, minlength=len(classes))
+    if counts.min() < per_class:
+        raise StageError(f"{key}: got {per_class}; class {classes[counts.argmin()]!r} has only "
+                         f"{counts.min()} images")
+    rank = np.zeros(len(labels), dtype=np.int64)  # position of each image among those of its class
+    for c in range(len(classes)):
+        rank[labels == c] = np.arange(counts[c])
+    return np.flatnonzero(rank < per_class)
+
+
 def split_off(n: int, val_size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Seeded (train, val) index arrays; both keep the file order within themselves."""
     if val_size >= n:
@@ -120,6 +132,12 @@ def main(argv: list[str] | None = None) -> None:
     classes = read_classes(args.raw / META_FILE)
     train_x, train_y = read_split(args.raw, TRAIN_FILES, len(classes))
     test_x, test_y = read_split(args.raw, (TEST_FILE,), len(classes))
+    if p.train_per_class:
+        keep = first_per_class(train_y, p.train_per_class, classes, "prepare.train_per_class")
+        train_x, train_y = train_x[keep], train_y[keep]
+    if p.test_per_class:
+        keep = first_per_class(test_y, p.test_per_class, classes, "prepare.test_per_class")
+        test_x, test_y = test_x[keep], test_y[keep]
     train_idx, val_idx = split_off(len(train_y), p.val_size, p.split_seed)
     if p.mean == "train":
         mean, std = channel_mean_std(train_x[train_idx])

@@ -6,8 +6,8 @@ batched tensor ops (random crop from a reflect-padded image, horizontal flip),
 and slices batches off it: what a shuffled DataLoader with per-sample
 transforms does, minus the per-sample Python work. Writes the weights as a
 plain state_dict (`--model`), what inference needs beside them (`--model-meta`:
-model name and width, classes, normalization, the effective train params) and a
-small metrics file (`--metrics`).
+model name and width, classes, normalization, the effective train params), a
+small metrics file (`--metrics`) and a CSV row per epoch for DVC plots (`--log`).
 """
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ import math
 import time
 from pathlib import Path
 
+import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -189,6 +190,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--model", type=Path, required=True, help="output: state_dict .pth")
     ap.add_argument("--model-meta", type=Path, required=True, help="output: JSON with what inference needs")
     ap.add_argument("--metrics", type=Path, required=True, help="output: JSON with training figures")
+    ap.add_argument("--log", type=Path, required=True, help="output: CSV with one row per epoch (DVC plots)")
     args = ap.parse_args(argv)
     p = load_params(args.params).train
 
@@ -196,8 +198,8 @@ def main(argv: list[str] | None = None) -> None:
     train, val = load_split(args.prepared / "train.pt", device), load_split(args.prepared / "val.pt", device)
     torch.manual_seed(p.seed)
     model = build_model(p.model, num_classes=len(train["classes"]), width=p.width).to(device)
-    log.info("recipe %s: %s (%d parameters) on %d images, device %s, %s", p.recipe, p.model,
-             sum(t.numel() for t in model.parameters()), len(train["labels"]), device, dataclasses.asdict(p))
+    log.info("recipe %s on %d images, device %s: %s", p.recipe, len(train["labels"]), device, dataclasses.asdict(p))
+    log.info("model %s, %d parameters:\n%s", p.model, sum(t.numel() for t in model.parameters()), model)
     trainer = make_trainer(p, model, math.ceil(len(train["labels"]) / p.batch_size), device)
     final_model = trainer.ema.module if trainer.ema is not None else model
     history = fit(trainer, final_model, train, val, p)
@@ -207,6 +209,8 @@ def main(argv: list[str] | None = None) -> None:
     write_json(args.model_meta, {"model": p.model, "width": p.width, "num_classes": len(train["classes"]),
                                  "classes": train["classes"], "mean": train["mean"], "std": train["std"],
                                  "train_params": dataclasses.asdict(p)})
+    with atomic_path(args.log) as tmp:
+        pd.DataFrame(history).to_csv(tmp, index=False)
     total = sum(row["seconds"] for row in history)
     final = {k: v for k, v in history[-1].items() if k not in ("epoch", "seconds", "images_per_second", "lr")}
     write_json(args.metrics, {**final, "recipe": p.recipe, "epochs": p.epochs, "train_seconds": total,

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from stages.params import set_dotted
 from tests.cifar_archive import official_members, write_archive
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -15,14 +16,7 @@ DEFAULT_PARAMS = yaml.safe_load((PROJECT / "params.yaml").read_text())
 
 def params_dict(**dotted) -> dict:
     """The project's params.yaml with dotted overrides: params_dict(**{"train.lr": 0.1})."""
-    params = copy.deepcopy(DEFAULT_PARAMS)
-    for key, value in dotted.items():
-        *parents, leaf = key.split(".")
-        node = params
-        for part in parents:
-            node = node[part]
-        node[leaf] = value
-    return params
+    return set_dotted(copy.deepcopy(DEFAULT_PARAMS), dotted)
 
 
 def write_params(path: Path, **dotted) -> Path:
@@ -48,14 +42,27 @@ def archive_params(tmp_path, archive):
     return make
 
 
-@pytest.fixture(scope="session")
-def prepared(tmp_path_factory, archive) -> Path:
-    """Folder with train.pt/val.pt/test.pt prepared from the tiny archive (val_size 40)."""
+def prepare_archive(root: Path, archive_path: Path, md5: str, val_size: int) -> Path:
+    """Run the real download and prepare stages on an archive; return the prepared folder."""
     from stages import download, prepare
 
-    root = tmp_path_factory.mktemp("prepared")
-    params = write_params(root / "params.yaml", **{"data.url": str(archive[0]), "data.md5": archive[1],
-                                                   "prepare.val_size": 40})
+    params = write_params(root / "params.yaml", **{"data.url": str(archive_path), "data.md5": md5,
+                                                   "prepare.val_size": val_size})
     download.main(["--params", str(params), "--out", str(root / "raw")])
     prepare.main(["--params", str(params), "--raw", str(root / "raw"), "--out", str(root / "prepared")])
     return root / "prepared"
+
+
+@pytest.fixture(scope="session")
+def prepared(tmp_path_factory, archive) -> Path:
+    """Folder with train.pt/val.pt/test.pt prepared from the tiny archive (val_size 40)."""
+    return prepare_archive(tmp_path_factory.mktemp("prepared"), *archive, val_size=40)
+
+
+@pytest.fixture(scope="session")
+def prepared_larger(tmp_path_factory) -> Path:
+    """Like `prepared`, from 1,000 training images (900 train, 100 validation): enough steps in one epoch."""
+    root = tmp_path_factory.mktemp("prepared_larger")
+    path = root / "cifar-10-python.tar.gz"
+    md5 = write_archive(path, official_members(train_per_class=100, test_per_class=5))
+    return prepare_archive(root, path, md5, val_size=100)

@@ -58,8 +58,14 @@ def test_stage_params_are_the_sections_it_reads():
         "download": ["data"], "prepare": ["prepare"], "train": ["train", "recipes"], "evaluate": ["evaluate"]}
 
 
-def test_confusion_plot_fields_are_the_csv_columns():
-    (plot,) = SPEC["plots"]
-    (path, spec) = next(iter(plot.items()))
-    assert fill(path) == PATHS["confusion"]
-    assert (spec["template"], spec["x"], spec["y"]) == ("confusion", "actual", "predicted")
+def test_plots_name_files_the_stages_write_and_their_columns():
+    plots = {fill(next(iter(p))) if isinstance(p, dict) else fill(p): (next(iter(p.values())) if isinstance(p, dict)
+             else {}) for p in SPEC["plots"]}
+    assert plots[PATHS["confusion"]] == {"template": "confusion", "x": "actual", "y": "predicted",
+                                         "title": "Test confusion matrix"}
+    assert (plots[PATHS["per_class"]]["x"], plots[PATHS["per_class"]]["y"]) == ("accuracy", "class")
+    assert PATHS["grid"] in plots
+    curves = [spec for spec in plots.values() if isinstance(spec.get("y"), dict)]
+    assert curves and all(spec["x"] == "epoch" and list(spec["y"]) == ["${paths.train_log}"] for spec in curves)
+    columns = {c for spec in curves for c in spec["y"]["${paths.train_log}"]}
+    assert columns == {"train_loss", "train_accuracy", "lr", "images_per_second"}  # written by train.fit

@@ -38,14 +38,16 @@ def trained(tmp_path_factory, prepared):
     params = write_params(root / "params.yaml", **{"train.epochs": 2, "train.lr": 0.01, "train.momentum": 0.9,
                                                    "train.device": "cpu", "evaluate.device": "cpu"})
     train.main(["--params", str(params), "--prepared", str(prepared), "--model", str(root / "model.pth"),
-                "--model-meta", str(root / "model.json"), "--metrics", str(root / "train.json")])
+                "--model-meta", str(root / "model.json"), "--metrics", str(root / "train.json"),
+                "--log", str(root / "train_log.csv")])
     return root
 
 
 def run_evaluate(trained, prepared, out, model=None):
     evaluate.main(["--params", str(trained / "params.yaml"), "--prepared", str(prepared),
                    "--model", str(model or trained / "model.pth"), "--model-meta", str(trained / "model.json"),
-                   "--metrics", str(out / "metrics.json"), "--confusion", str(out / "confusion.csv")])
+                   "--metrics", str(out / "metrics.json"), "--confusion", str(out / "confusion.csv"),
+                   "--per-class", str(out / "per_class.csv"), "--grid", str(out / "predictions.png")])
 
 
 def test_writes_metrics_and_confusion_rows(tmp_path, trained, prepared):
@@ -80,3 +82,38 @@ def test_missing_inputs_name_the_file(tmp_path, trained, prepared, missing):
     with pytest.raises(StageError, match=re.escape(missing) + r": model \w+ not found"):
         run_evaluate(copy, prepared, tmp_path, model=copy / "model.pth")
     assert not (tmp_path / "metrics.json").exists()
+
+
+def test_class_report_on_known_counts():
+    actual = torch.tensor([0, 0, 0, 1, 1, 2])
+    predicted = torch.tensor([0, 0, 1, 1, 2, 2])
+    r = evaluate.class_report(predicted, actual, CLASSES)
+    assert r["recall"] == pytest.approx({"a": 2 / 3, "b": 1 / 2, "c": 1.0})
+    assert r["precision"] == pytest.approx({"a": 1.0, "b": 1 / 2, "c": 1 / 2})
+    assert r["f1"] == pytest.approx({"a": 0.8, "b": 0.5, "c": 2 / 3})
+
+
+def test_class_never_predicted_has_zero_precision_not_nan():
+    r = evaluate.class_report(torch.tensor([0, 0]), torch.tensor([0, 1]), CLASSES)
+    assert r["precision"]["b"] == 0.0 and r["f1"]["b"] == 0.0 and r["f1"]["c"] == 0.0
+
+
+def test_per_class_csv_and_prediction_grid(tmp_path, trained, prepared):
+    run_evaluate(trained, prepared, tmp_path)
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    table = pd.read_csv(tmp_path / "per_class.csv")
+    assert list(table.columns) == ["class", "accuracy", "precision", "recall", "f1"]
+    assert dict(zip(table["class"], table["f1"])) == pytest.approx(metrics["per_class_f1"])
+    assert metrics["macro_f1"] == pytest.approx(table["f1"].mean())
+    from PIL import Image
+
+    with Image.open(tmp_path / "predictions.png") as grid:
+        assert grid.format == "PNG" and grid.size == (8 * 104, 7 * 126)  # 50 test images, 8 per row
+
+
+def test_grid_frames_wrong_predictions_in_red():
+    images = torch.zeros(2, 3, 32, 32)
+    grid = evaluate.prediction_grid(images, ["cat", "dog"], ["cat", "cat"], columns=2).convert("RGB")
+    # The frame sits just outside each picture: red for the wrong one, white for the right one.
+    assert grid.getpixel((104 + 2, 50)) == (220, 0, 0)
+    assert grid.getpixel((2, 50)) == (255, 255, 255)

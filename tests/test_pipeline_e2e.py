@@ -77,7 +77,12 @@ def test_repro_skip_rerun_diff_and_repeatability(project):
     assert changed["loss"]["old"] != changed["loss"]["new"]
 
     sh(project, "dvc", "plots", "show", "--out", "plots_html")
-    assert (project / "plots_html/index.html").is_file()
+    html = (project / "plots_html/index.html").read_text()
+    for title in ("Test confusion matrix", "Test accuracy per class", "Loss per epoch", "Accuracy per epoch"):
+        assert title in html
+    assert "predictions.png" in html
+    rendered = json.loads(sh(project, "dvc", "plots", "show", "--json"))
+    assert not rendered.get("errors"), rendered.get("errors")
 
     # Same params and seed on the CPU: a forced re-run writes identical metrics.
     sh(project, "git", "checkout", "params.yaml")
@@ -119,3 +124,33 @@ def test_recipe_switch_with_exp_run_records_the_recipe_in_dvc_lock(project):
     assert json.loads((project / "metrics/train.json").read_text())["recipe"] == "cpu"
     shown = json.loads(sh(project, "dvc", "exp", "show", "--json"))
     assert "cpu" in json.dumps(shown)
+
+
+def test_queued_sweep_gate_and_ci_summary(project):
+    sh(project, "dvc", "repro")
+    sh(project, "git", "add", "-A")
+    sh(project, "git", "commit", "-qm", "baseline run")
+    base = project / "base-metrics.json"
+    shutil.copy(project / "metrics/metrics.json", base)
+
+    sh(project, "dvc", "exp", "run", "--queue", "-S", "train.lr=0.005,0.02")
+    sh(project, "dvc", "exp", "run", "--run-all", "-j", "1")
+    shown = json.loads(sh(project, "dvc", "exp", "show", "--json"))
+    runs = [exp for row in shown for exp in (row.get("experiments") or [])]
+    lrs = sorted(run["revs"][0]["data"]["params"]["params.yaml"]["data"]["train"]["lr"] for run in runs)
+    assert lrs == [0.005, 0.02]
+    accuracies = [run["revs"][0]["data"]["metrics"]["metrics/metrics.json"]["data"]["accuracy"] for run in runs]
+    assert all(0 <= a <= 1 for a in accuracies)
+
+    # The CI gate and summary, as .github/workflows/pipeline.yml runs them.
+    assert "up to date" in sh(project, "dvc", "status")
+    out = sh(project, sys.executable, "-m", "stages.gate", "--baseline", str(base))
+    assert "PASS accuracy" in out and "within gate.max_drop" in out
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["gate"]["min_accuracy"] = 0.999
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    failing = subprocess.run([sys.executable, "-m", "stages.gate"], cwd=project, env=ENV, capture_output=True,
+                             text=True)
+    assert failing.returncode == 1 and "gate: error: accuracy" in failing.stderr
+    assert "per_class_accuracy.cat" in sh(project, "dvc", "metrics", "diff", "HEAD", "--md", "--all")
+    sh(project, "dvc", "params", "diff", "HEAD", "--md")  # the workflow's summary command runs

@@ -330,3 +330,33 @@ def test_read_classes_decodes_python2_names(tmp_path, members):
     path = tmp_path / "batches.meta"
     path.write_bytes(members["batches.meta"])
     assert prepare.read_classes(path) == CLASSES
+
+
+# --- class-balanced subsets ------------------------------------------------
+
+def test_first_per_class_keeps_file_order_and_balance():
+    from stages.prepare import first_per_class
+
+    labels = np.array([2, 0, 1, 0, 2, 1, 0, 1, 2, 2])
+    keep = first_per_class(labels, 2, ["a", "b", "c"], "prepare.train_per_class")
+    assert keep.tolist() == [0, 1, 2, 3, 4, 5]
+    assert np.bincount(labels[keep]).tolist() == [2, 2, 2]
+
+
+def test_subset_too_large_names_the_key_and_class():
+    from stages.prepare import first_per_class
+
+    with pytest.raises(StageError, match=r"prepare\.test_per_class: got 3; class 'b' has only 1 images"):
+        first_per_class(np.array([0, 0, 0, 1, 2, 2, 2]), 3, ["a", "b", "c"], "prepare.test_per_class")
+
+
+def test_subset_params_give_balanced_splits_before_the_val_split(tmp_path, members):
+    out = run(tmp_path, members, **{"prepare.train_per_class": 4, "prepare.test_per_class": 2,
+                                    "prepare.val_size": 10})
+    train, val, test = load(out, "train"), load(out, "val"), load(out, "test")
+    assert (len(train["labels"]), len(val["labels"]), len(test["labels"])) == (30, 10, 20)
+    assert torch.bincount(torch.cat([train["labels"], val["labels"]])).tolist() == [4] * 10
+    assert torch.bincount(test["labels"]).tolist() == [2] * 10
+    first_test = raw_split(members, (TEST_FILE,))
+    keep = [i for i, y in enumerate(first_test[1]) if list(first_test[1][:i]).count(y) < 2]
+    assert torch.equal(test["images"], expected(first_test[0][keep]))
