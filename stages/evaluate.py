@@ -4,8 +4,8 @@ Writes `--metrics` (accuracy, loss, macro F1, and per-class accuracy, precision,
 recall and F1 keyed by class name, so `dvc metrics diff` shows each class),
 `--confusion` (one row per test image, actual and predicted class name, as DVC's
 confusion plot template reads), `--per-class` (a row per class for the bar
-chart) and `--grid` (a PNG of the first test images with true and predicted
-labels, wrong ones framed in red).
+chart) and `--grid` (a PNG with the first test images of each class, a row per
+class, true and predicted labels under each, wrong ones framed in red).
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from .models import build_model, predict_logits
 from .params import load_params
 
 log = logging.getLogger("stages")
-GRID_IMAGES = 64  # the first 64 test images, the same in every run so pictures compare
+GRID_PER_CLASS = 8  # the grid shows the first 8 test images of each class: the same ones in every run
 
 
 def load_model(weights: Path, meta: dict, device: torch.device) -> torch.nn.Module:
@@ -88,6 +88,11 @@ def per_class_table(metrics: dict, classes: list[str]) -> pd.DataFrame:
                             for column in ("accuracy", "precision", "recall", "f1")}})
 
 
+def grid_indices(labels: torch.Tensor, num_classes: int, per_class: int) -> list[int]:
+    """The first `per_class` test images of each class, class by class: one row per class in the grid."""
+    return [i for c in range(num_classes) for i in torch.nonzero(labels == c).flatten()[:per_class].tolist()]
+
+
 def prediction_grid(images: torch.Tensor, actual: list[str], predicted: list[str], columns: int = 8,
                     scale: int = 3) -> Image.Image:
     """A picture of images (N, 3, 32, 32) in 0..1 with "true / predicted" under each; wrong ones framed red."""
@@ -142,10 +147,12 @@ def main(argv: list[str] | None = None) -> None:
         pd.DataFrame({"actual": actual, "predicted": predicted}).to_csv(tmp, index=False)
     with atomic_path(args.per_class) as tmp:
         per_class_table(metrics, test["classes"]).to_csv(tmp, index=False)
+    picks = grid_indices(test["labels"], len(test["classes"]), GRID_PER_CLASS)
     std, mean = (torch.tensor(meta[k]).view(3, 1, 1) for k in ("std", "mean"))
-    shown = test["images"][:GRID_IMAGES] * std + mean  # back to 0..1 pixels
+    shown = test["images"][picks] * std + mean  # back to 0..1 pixels
     with atomic_path(args.grid) as tmp:
-        prediction_grid(shown, actual[:GRID_IMAGES], predicted[:GRID_IMAGES]).save(tmp, format="PNG")
+        prediction_grid(shown, [actual[i] for i in picks], [predicted[i] for i in picks],
+                        columns=GRID_PER_CLASS).save(tmp, format="PNG")
     write_json(args.metrics, metrics)
     log.info("wrote %s, %s, %s, %s", args.metrics, args.confusion, args.per_class, args.grid)
 

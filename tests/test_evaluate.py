@@ -108,7 +108,12 @@ def test_per_class_csv_and_prediction_grid(tmp_path, trained, prepared):
     from PIL import Image
 
     with Image.open(tmp_path / "predictions.png") as grid:
-        assert grid.format == "PNG" and grid.size == (8 * 104, 7 * 126)  # 50 test images, 8 per row
+        assert grid.format == "PNG" and grid.size == (8 * 104, 7 * 126)  # 5 test images per class, 8 per row
+
+
+def test_grid_takes_the_first_images_of_each_class_in_class_order():
+    labels = torch.tensor([2, 0, 0, 1, 2, 0, 1, 2])
+    assert evaluate.grid_indices(labels, 3, 2) == [1, 2, 3, 6, 0, 4]
 
 
 def test_grid_frames_wrong_predictions_in_red():
