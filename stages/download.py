@@ -11,9 +11,12 @@ from __future__ import annotations
 import argparse
 import gzip
 import logging
+import os
 import shutil
 import socket
+import sys
 import tarfile
+import time
 import urllib.error
 import zlib
 from pathlib import Path
@@ -53,6 +56,9 @@ def fetch(url: str, dest_dir: Path) -> Path:
     if urlparse(url).scheme not in ("http", "https"):
         raise StageError(f"data.url {url!r}: unsupported scheme; use http(s)://, file:// or a local path")
     log.info("downloading %s", url)
+    if not sys.stderr.isatty():
+        os.environ["TQDM_DISABLE"] = "1"  # torchvision's byte progress bar: plain log lines instead in CI
+    start = time.perf_counter()
     previous = socket.getdefaulttimeout()
     socket.setdefaulttimeout(SOCKET_TIMEOUT_S)  # download_url takes no timeout of its own
     try:
@@ -63,6 +69,8 @@ def fetch(url: str, dest_dir: Path) -> Path:
         socket.setdefaulttimeout(previous)
     if not dest.is_file():
         raise StageError(f"data.url {url!r}: download produced no file")
+    seconds = time.perf_counter() - start
+    log.info("downloaded %.1f MB in %.1fs", dest.stat().st_size / 1e6, seconds)
     return dest
 
 

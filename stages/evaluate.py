@@ -46,7 +46,8 @@ def tta_logits(model: torch.nn.Module, images: torch.Tensor, batch_size: int, tt
     if tta == "flip-shift":
         padded = [F.pad(v, (1, 1, 0, 0), mode="reflect") for v in views[:2]]
         views += [p[..., :-2] for p in padded] + [p[..., 2:] for p in padded]
-    return torch.stack([predict_logits(model, v, batch_size) for v in views]).mean(0)
+    return torch.stack([predict_logits(model, v, batch_size, desc=f"evaluate view {i + 1}/{len(views)}")
+                        for i, v in enumerate(views)]).mean(0)
 
 
 def per_class_accuracy(predicted: torch.Tensor, actual: torch.Tensor, classes: list[str]) -> dict[str, float]:

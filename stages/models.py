@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .common import progress
+
 
 class MLP(nn.Module):
     """The tutorial's network, attribute for attribute, so its state_dict loads into the tutorial's class."""
@@ -92,11 +94,13 @@ def build_model(name: str, num_classes: int, width: int = 64) -> nn.Module:
     return MODELS[name](num_classes=num_classes, width=width)
 
 
-def predict_logits(model: nn.Module, images: torch.Tensor, batch_size: int) -> torch.Tensor:
+def predict_logits(model: nn.Module, images: torch.Tensor, batch_size: int, desc: str = "") -> torch.Tensor:
     """Logits (N, num_classes) for images (N, 3, 32, 32) already on the model's device, in eval mode."""
     was_training = model.training
     model.eval()
+    starts = range(0, len(images), batch_size)
     with torch.inference_mode():
-        logits = torch.cat([model(images[i:i + batch_size]).float() for i in range(0, len(images), batch_size)])
+        logits = torch.cat([model(images[i:i + batch_size]).float()
+                            for i in progress(starts, total=len(starts), desc=desc, unit="batch")])
     model.train(was_training)
     return logits

@@ -175,6 +175,7 @@ def fit(t: Trainer, final_model: nn.Module, train: dict, val: dict, p: TrainPara
                "images_per_second": len(train["labels"]) / seconds,
                "lr": t.optimizer.param_groups[0]["lr"]}
         line = f"epoch {epoch}/{p.epochs} loss {loss:.4f} acc {acc:.2%}"
+        row["val_loss"] = row["val_accuracy"] = None  # empty in the CSV: the plots keep their columns
         if len(val["labels"]):
             row["val_loss"], row["val_accuracy"] = score(final_model, val["images"], val["labels"], 1000)
             line += f" val_loss {row['val_loss']:.4f} val_acc {row['val_accuracy']:.2%}"
@@ -212,7 +213,8 @@ def main(argv: list[str] | None = None) -> None:
     with atomic_path(args.log) as tmp:
         pd.DataFrame(history).to_csv(tmp, index=False)
     total = sum(row["seconds"] for row in history)
-    final = {k: v for k, v in history[-1].items() if k not in ("epoch", "seconds", "images_per_second", "lr")}
+    final = {k: v for k, v in history[-1].items()
+             if v is not None and k not in ("epoch", "seconds", "images_per_second", "lr")}
     write_json(args.metrics, {**final, "recipe": p.recipe, "epochs": p.epochs, "train_seconds": total,
                               "device": str(device), "images_per_second": len(train["labels"]) * p.epochs / total})
     log.info("wrote %s, %s, %s (%.1fs training)", args.model, args.model_meta, args.metrics, total)

@@ -68,4 +68,4 @@ def test_plots_name_files_the_stages_write_and_their_columns():
     curves = [spec for spec in plots.values() if isinstance(spec.get("y"), dict)]
     assert curves and all(spec["x"] == "epoch" and list(spec["y"]) == ["${paths.train_log}"] for spec in curves)
     columns = {c for spec in curves for c in spec["y"]["${paths.train_log}"]}
-    assert columns == {"train_loss", "train_accuracy", "lr", "images_per_second"}  # written by train.fit
+    assert columns == {"train_loss", "val_loss", "train_accuracy", "val_accuracy", "lr", "images_per_second"}

@@ -122,3 +122,18 @@ def test_grid_frames_wrong_predictions_in_red():
     # The frame sits just outside each picture: red for the wrong one, white for the right one.
     assert grid.getpixel((104 + 2, 50)) == (220, 0, 0)
     assert grid.getpixel((2, 50)) == (255, 255, 255)
+
+
+def test_tta_averages_the_logits_of_the_views():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 32 * 32, 3))
+    x = torch.randn(5, 3, 32, 32)
+    with torch.no_grad():
+        plain, mirrored = model(x), model(x.flip(3))
+        # One pixel left and right, edges filled by reflection, of the image and of its mirror.
+        shifted = [model(torch.cat([v[..., 1:], v[..., -2:-1]], dim=3)) for v in (x, x.flip(3))]
+        shifted += [model(torch.cat([v[..., 1:2], v[..., :-1]], dim=3)) for v in (x, x.flip(3))]
+    torch.testing.assert_close(evaluate.tta_logits(model, x, 2, "none"), plain)
+    torch.testing.assert_close(evaluate.tta_logits(model, x, 2, "flip"), (plain + mirrored) / 2)
+    torch.testing.assert_close(evaluate.tta_logits(model, x, 2, "flip-shift"),
+                               (plain + mirrored + sum(shifted)) / 6)

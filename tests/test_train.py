@@ -217,3 +217,17 @@ def test_ema_weights_are_what_gets_saved(tmp_path, prepared):
     state = torch.load(out["model.pth"], weights_only=True)
     assert "n_averaged" not in state  # the averaged module's own state_dict, loadable into the model
     train.build_model("resnet", 10, width=4).load_state_dict(state)
+
+
+def test_without_validation_the_history_keeps_empty_val_columns(tmp_path):
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 10))
+    t = train.Trainer(model, torch.optim.SGD(model.parameters(), lr=0.01))
+    data = {"images": torch.randn(8, 3, 32, 32), "labels": torch.arange(8)}
+    val = {"images": torch.empty(0, 3, 32, 32), "labels": torch.empty(0, dtype=torch.long)}
+    p = parse_params(params_dict(**{"train.epochs": 2, "train.batch_size": 4})).train
+    history = train.fit(t, model, data, val, p)
+    assert [(row["val_loss"], row["val_accuracy"]) for row in history] == [(None, None)] * 2
+    pd.DataFrame(history).to_csv(tmp_path / "log.csv", index=False)
+    log = pd.read_csv(tmp_path / "log.csv")
+    assert {"val_loss", "val_accuracy"} <= set(log.columns) and log["val_loss"].isna().all()
+    assert log["lr"].tolist() == [0.01, 0.01]
