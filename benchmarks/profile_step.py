@@ -40,7 +40,7 @@ def main() -> None:
     n = args.steps * p.batch_size
     images, labels = torch.randn(n, 3, 32, 32), torch.randint(0, 10, (n,))
     model = build_model(p.model, 10, width=p.width)
-    trainer = train.make_trainer(p, model, args.steps, torch.device("cpu"))
+    trainer = train.make_trainer(p, model, args.steps)
     generator = torch.Generator().manual_seed(0)
     train.train_epoch(trainer, images[: 20 * p.batch_size], labels[: 20 * p.batch_size], p.batch_size, generator)
 

@@ -146,7 +146,8 @@ def score(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_si
     return F.cross_entropy(logits, labels).item(), (logits.argmax(1) == labels).float().mean().item()
 
 
-def make_trainer(p: TrainParams, model: nn.Module, steps_per_epoch: int, device: torch.device) -> Trainer:
+def make_trainer(p: TrainParams, model: nn.Module, steps_per_epoch: int) -> Trainer:
+    """Optimizer, lr schedule, EMA, precision and layout as the params ask, around `model`."""
     optimizer = make_optimizer(p, model)
     scheduler = None
     if p.schedule != "constant" or p.warmup > 0:
@@ -201,7 +202,7 @@ def main(argv: list[str] | None = None) -> None:
     model = build_model(p.model, num_classes=len(train["classes"]), width=p.width).to(device)
     log.info("recipe %s on %d images, device %s: %s", p.recipe, len(train["labels"]), device, dataclasses.asdict(p))
     log.info("model %s, %d parameters:\n%s", p.model, sum(t.numel() for t in model.parameters()), model)
-    trainer = make_trainer(p, model, math.ceil(len(train["labels"]) / p.batch_size), device)
+    trainer = make_trainer(p, model, math.ceil(len(train["labels"]) / p.batch_size))
     final_model = trainer.ema.module if trainer.ema is not None else model
     history = fit(trainer, final_model, train, val, p)
 
