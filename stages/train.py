@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import hashlib
 import logging
 import math
 import time
@@ -25,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from .common import atomic_path, choose_device, progress, require_file, run_stage, write_json
+from .common import StageError, atomic_path, choose_device, progress, require_file, run_stage, write_json
 from .models import build_model, predict_logits
 from .params import TrainParams, load_params
 
@@ -89,6 +90,12 @@ def augment(images: torch.Tensor, crop_pad: int, flip: bool, generator: torch.Ge
     return torch.cat(out)
 
 
+class NonFiniteLoss(StageError):
+    def __init__(self, step: int, steps: int):
+        super().__init__(f"loss became NaN or infinite at step {step + 1} of {steps}")
+        self.step, self.steps = step, steps
+
+
 @dataclasses.dataclass
 class Trainer:
     """What an optimizer step needs besides the batch; built once from the train params."""
@@ -102,6 +109,11 @@ class Trainer:
     crop_pad: int = 0
     flip: bool = False
     channels_last: bool = False
+    module: nn.Module | None = None  # the plain model under a compile wrapper; None = `model` itself
+
+    @property
+    def weights(self) -> nn.Module:
+        return self.module if self.module is not None else self.model
 
     def autocast(self, device: torch.device):
         if self.autocast_dtype is None:
@@ -121,8 +133,9 @@ def train_epoch(t: Trainer, images: torch.Tensor, labels: torch.Tensor, batch_si
         images = images.contiguous(memory_format=torch.channels_last)
     loss_sum = torch.zeros((), device=images.device)
     correct = torch.zeros((), dtype=torch.long, device=images.device)
+    first_bad = torch.full((), -1, dtype=torch.long, device=images.device)  # first step with a non-finite loss
     starts = range(0, len(labels), batch_size)
-    for start in progress(starts, total=len(starts), desc=desc, unit="step"):
+    for step, start in enumerate(progress(starts, total=len(starts), desc=desc, unit="step")):
         x, y = images[start:start + batch_size], labels[start:start + batch_size]
         with t.autocast(images.device):
             logits = t.model(x)
@@ -137,6 +150,9 @@ def train_epoch(t: Trainer, images: torch.Tensor, labels: torch.Tensor, batch_si
         # Summed on the device: no host sync per step.
         loss_sum += loss.detach().float() * len(y)
         correct += (logits.detach().argmax(1) == y).sum()
+        first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss.detach()), step, first_bad)
+    if first_bad.item() >= 0:
+        raise NonFiniteLoss(first_bad.item(), len(starts))
     return loss_sum.item() / len(labels), correct.item() / len(labels)
 
 
@@ -160,17 +176,29 @@ def make_trainer(p: TrainParams, model: nn.Module, steps_per_epoch: int) -> Trai
     forward = torch.compile(model) if p.compile else model
     autocast = torch.bfloat16 if p.precision == "bf16" else None
     return Trainer(forward, optimizer, scheduler, ema, p.label_smoothing, autocast, p.crop_pad, p.flip,
-                   p.channels_last)
+                   p.channels_last, module=model)
 
 
-def fit(t: Trainer, final_model: nn.Module, train: dict, val: dict, p: TrainParams) -> list[dict]:
-    """Train for p.epochs, logging one line per epoch; return the per-epoch history."""
+def fit(t: Trainer, final_model: nn.Module, train: dict, val: dict, p: TrainParams,
+        checkpoint: Path | None = None, identity: dict | None = None) -> list[dict]:
+    """Train for p.epochs, logging one line per epoch; return the per-epoch history.
+
+    With `checkpoint`, the full training state is saved there after every epoch, and a
+    checkpoint of the same `identity` (params and data) found at the start is resumed.
+    """
     generator = torch.Generator().manual_seed(p.seed)
-    history = []
-    for epoch in range(1, p.epochs + 1):
+    history = resume(checkpoint, identity, t, generator) if checkpoint else []
+    steps = math.ceil(len(train["labels"]) / p.batch_size)
+    for epoch in range(len(history) + 1, p.epochs + 1):
         start = time.perf_counter()
-        loss, acc = train_epoch(t, train["images"], train["labels"], p.batch_size, generator,
-                                desc=f"epoch {epoch}/{p.epochs}")
+        try:
+            loss, acc = train_epoch(t, train["images"], train["labels"], p.batch_size, generator,
+                                    desc=f"epoch {epoch}/{p.epochs}")
+        except NonFiniteLoss as err:
+            step = (epoch - 1) * steps + err.step
+            lr = p.lr * (lr_factor(step, p.epochs * steps, p.warmup, p.schedule) if t.scheduler else 1.0)
+            raise StageError(f"{err} of epoch {epoch} (lr {lr:.4g}); no model written. Lower train.lr, "
+                             "add train.warmup, or check the data") from None
         seconds = time.perf_counter() - start
         row = {"epoch": epoch, "train_loss": loss, "train_accuracy": acc, "seconds": seconds,
                "images_per_second": len(train["labels"]) / seconds,
@@ -182,7 +210,51 @@ def fit(t: Trainer, final_model: nn.Module, train: dict, val: dict, p: TrainPara
             line += f" val_loss {row['val_loss']:.4f} val_acc {row['val_accuracy']:.2%}"
         log.info("%s %.1fs %.0f img/s", line, seconds, row["images_per_second"])
         history.append(row)
+        if checkpoint:
+            save_checkpoint(checkpoint, identity, t, generator, history)
     return history
+
+
+def save_checkpoint(path: Path, identity: dict | None, t: Trainer, generator: torch.Generator,
+                    history: list[dict]) -> None:
+    state = {"identity": identity, "history": history, "generator": generator.get_state(),
+             "model": t.weights.state_dict(), "optimizer": t.optimizer.state_dict(),
+             "scheduler": t.scheduler.state_dict() if t.scheduler else None,
+             "ema": t.ema.state_dict() if t.ema else None}
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def resume(path: Path, identity: dict | None, t: Trainer, generator: torch.Generator) -> list[dict]:
+    """Load a checkpoint into t and generator if it was made with the same identity; return its history."""
+    if not path.is_file():
+        return []
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - a damaged checkpoint is reported and ignored, never trusted
+        log.warning("%s: unreadable checkpoint ignored (%s: %s); training from the start", path,
+                    type(err).__name__, err)
+        return []
+    if state.get("identity") != identity:
+        log.info("%s: checkpoint of other params or data ignored; training from the start", path)
+        return []
+    t.weights.load_state_dict(state["model"])
+    t.optimizer.load_state_dict(state["optimizer"])
+    if t.scheduler:
+        t.scheduler.load_state_dict(state["scheduler"])
+    if t.ema:
+        t.ema.load_state_dict(state["ema"])
+    generator.set_state(state["generator"])
+    log.info("%s: resuming after epoch %d", path, len(state["history"]))
+    return state["history"]
+
+
+def file_md5(path: Path) -> str:
+    digest = hashlib.md5()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -193,6 +265,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--model-meta", type=Path, required=True, help="output: JSON with what inference needs")
     ap.add_argument("--metrics", type=Path, required=True, help="output: JSON with training figures")
     ap.add_argument("--log", type=Path, required=True, help="output: CSV with one row per epoch (DVC plots)")
+    ap.add_argument("--checkpoint", type=Path, help="training state saved every epoch and resumed from")
     args = ap.parse_args(argv)
     p = load_params(args.params).train
 
@@ -204,7 +277,10 @@ def main(argv: list[str] | None = None) -> None:
     log.info("model %s, %d parameters:\n%s", p.model, sum(t.numel() for t in model.parameters()), model)
     trainer = make_trainer(p, model, math.ceil(len(train["labels"]) / p.batch_size))
     final_model = trainer.ema.module if trainer.ema is not None else model
-    history = fit(trainer, final_model, train, val, p)
+    # A checkpoint resumes only into the same params (the device aside) and the same prepared data.
+    identity = {"train_params": {k: v for k, v in dataclasses.asdict(p).items() if k != "device"},
+                "data": {name: file_md5(args.prepared / name) for name in ("train.pt", "val.pt")}}
+    history = fit(trainer, final_model, train, val, p, args.checkpoint, identity)
 
     with atomic_path(args.model) as tmp:
         torch.save({k: v.detach().cpu() for k, v in final_model.state_dict().items()}, tmp)

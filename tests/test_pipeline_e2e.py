@@ -4,8 +4,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 import yaml
@@ -33,7 +35,11 @@ def ran(output: str) -> set[str]:
 
 @pytest.fixture
 def project(tmp_path, archive):
-    root = tmp_path / "project"
+    return make_project(tmp_path / "project", archive)
+
+
+def make_project(root, archive, **dotted):
+    """A git repo holding a copy of the project, its params pointed at the tiny archive."""
     for item in COPIED:
         src, dst = PROJECT / item, root / item
         dst.parent.mkdir(parents=True, exist_ok=True)
@@ -41,7 +47,7 @@ def project(tmp_path, archive):
          else shutil.copy(src, dst))
     write_params(root / "params.yaml", **{"data.url": str(archive[0]), "data.md5": archive[1],
                                           "train.epochs": 2, "train.lr": 0.01, "train.device": "cpu",
-                                          "evaluate.device": "cpu"})
+                                          "evaluate.device": "cpu", **dotted})
     sh(root, "git", "init", "-q")
     sh(root, "git", "add", "-A")
     sh(root, "git", "commit", "-qm", "init")
@@ -154,3 +160,27 @@ def test_queued_sweep_gate_and_ci_summary(project):
     assert failing.returncode == 1 and "gate: error: accuracy" in failing.stderr
     assert "per_class_accuracy.cat" in sh(project, "dvc", "metrics", "diff", "HEAD", "--md", "--all")
     sh(project, "dvc", "params", "diff", "HEAD", "--md")  # the workflow's summary command runs
+
+
+def test_kill_9_mid_training_then_repro_resumes_to_the_same_result(tmp_path, archive):
+    settings = {"train.epochs": 40, "train.lr": 0.005}
+    whole = make_project(tmp_path / "whole", archive, **settings)
+    sh(whole, "dvc", "repro")
+
+    killed = make_project(tmp_path / "killed", archive, **settings)
+    checkpoint = killed / "data/checkpoints/train.pt"
+    proc = subprocess.Popen(["dvc", "repro"], cwd=killed, env=ENV, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while not checkpoint.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)  # a few more epochs, then kill the whole process group mid-epoch
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert checkpoint.exists() and not (killed / "data/model.pth").exists()
+
+    out = sh(killed, "dvc", "repro")
+    assert "resuming after epoch" in out
+    assert ran(out) == {"train", "evaluate"}
+    assert (killed / "metrics/metrics.json").read_bytes() == (whole / "metrics/metrics.json").read_bytes()
+    assert (killed / "data/model.pth").read_bytes() == (whole / "data/model.pth").read_bytes()

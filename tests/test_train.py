@@ -28,13 +28,13 @@ class TutorialNet(nn.Module):
         return self.linear_relu_stack(self.flatten(x))
 
 
-def run_train(tmp_path, prepared, **dotted):
+def run_train(tmp_path, prepared, checkpoint=None, **dotted):
     tmp_path.mkdir(exist_ok=True)
     params = write_params(tmp_path / "params.yaml", **{"train.epochs": 2, "train.device": "cpu", **dotted})
     out = {name: tmp_path / name for name in ("model.pth", "model.json", "train.json", "train_log.csv")}
     train.main(["--params", str(params), "--prepared", str(prepared), "--model", str(out["model.pth"]),
                 "--model-meta", str(out["model.json"]), "--metrics", str(out["train.json"]),
-                "--log", str(out["train_log.csv"])])
+                "--log", str(out["train_log.csv"])] + (["--checkpoint", str(checkpoint)] if checkpoint else []))
     return out
 
 
@@ -231,3 +231,68 @@ def test_without_validation_the_history_keeps_empty_val_columns(tmp_path):
     log = pd.read_csv(tmp_path / "log.csv")
     assert {"val_loss", "val_accuracy"} <= set(log.columns) and log["val_loss"].isna().all()
     assert log["lr"].tolist() == [0.01, 0.01]
+
+
+RESUMABLE = {"train.model": "resnet", "train.width": 4, "train.batch_size": 32, "train.epochs": 3,
+             "train.lr": 0.05, "train.momentum": 0.9, "train.schedule": "onecycle", "train.warmup": 0.2,
+             "train.crop_pad": 2, "train.flip": True, "train.ema": 0.9}
+
+
+def weights(path):
+    return torch.load(path, weights_only=True)
+
+
+def test_crash_then_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path, prepared, monkeypatch):
+    whole = weights(run_train(tmp_path / "whole", prepared, tmp_path / "whole.ckpt", **RESUMABLE)["model.pth"])
+
+    real_epoch, calls = train.train_epoch, []
+
+    def crash_in_third_epoch(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # as good as a kill: nothing after this line runs
+        return real_epoch(*args, **kwargs)
+
+    monkeypatch.setattr(train, "train_epoch", crash_in_third_epoch)
+    checkpoint = tmp_path / "crash.ckpt"
+    with pytest.raises(KeyboardInterrupt):
+        run_train(tmp_path / "crash", prepared, checkpoint, **RESUMABLE)
+    assert not (tmp_path / "crash" / "model.pth").exists()
+    assert len(torch.load(checkpoint, weights_only=True)["history"]) == 2
+    monkeypatch.setattr(train, "train_epoch", real_epoch)
+
+    out = run_train(tmp_path / "crash", prepared, checkpoint, **RESUMABLE)
+    resumed = weights(out["model.pth"])
+    assert all(torch.equal(whole[k], resumed[k]) for k in whole)
+    log = pd.read_csv(out["train_log.csv"])
+    expected = pd.read_csv(tmp_path / "whole" / "train_log.csv")
+    assert log["epoch"].tolist() == [1, 2, 3]
+    pd.testing.assert_frame_equal(log.drop(columns=["seconds", "images_per_second"]),
+                                  expected.drop(columns=["seconds", "images_per_second"]))
+
+
+def test_checkpoint_of_other_params_is_never_resumed(tmp_path, prepared, caplog):
+    checkpoint = tmp_path / "train.ckpt"
+    run_train(tmp_path / "a", prepared, checkpoint, **RESUMABLE)
+    other = {**RESUMABLE, "train.lr": 0.02}
+    with caplog.at_level("INFO", logger="stages"):
+        resumed = weights(run_train(tmp_path / "b", prepared, checkpoint, **other)["model.pth"])
+    assert "checkpoint of other params or data ignored" in caplog.text
+    fresh = weights(run_train(tmp_path / "c", prepared, **other)["model.pth"])
+    assert all(torch.equal(fresh[k], resumed[k]) for k in fresh)
+
+
+def test_damaged_checkpoint_is_ignored(tmp_path, prepared, caplog):
+    checkpoint = tmp_path / "train.ckpt"
+    checkpoint.write_bytes(b"half a file")
+    with caplog.at_level("WARNING", logger="stages"):
+        run_train(tmp_path / "a", prepared, checkpoint, **{"train.epochs": 1})
+    assert "unreadable checkpoint ignored" in caplog.text
+    assert len(torch.load(checkpoint, weights_only=True)["history"]) == 1  # replaced by a good one
+
+
+def test_non_finite_loss_stops_with_epoch_step_and_lr(tmp_path, prepared):
+    with pytest.raises(StageError, match=r"loss became NaN or infinite at step \d+ of 40 of epoch 1 "
+                                         r"\(lr 1e\+10\); no model written"):
+        run_train(tmp_path, prepared, **{"train.lr": 1e10, "train.epochs": 1})
+    assert not (tmp_path / "model.pth").exists()
