@@ -6,4 +6,5 @@ TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
 TEST_FILE = "test_batch"
 META_FILE = "batches.meta"
 REQUIRED_FILES = (META_FILE, *TRAIN_FILES, TEST_FILE)
+OPTIONAL_FILES = ("readme.html",)  # in the official archive; nothing else may be
 IMAGE_SHAPE = (3, 32, 32)  # each row of a batch's data: R plane, then G, then B, row-major

@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import os
 import shutil
 import sys
@@ -12,7 +13,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
-from .params import ParamsError
+from .params import ParamsError, PrepareParams, channel_stats
 
 T = TypeVar("T")
 log = logging.getLogger("stages")
@@ -69,6 +70,17 @@ def default_path(key: str, dvc_yaml: Path = Path("dvc.yaml")) -> Path | None:
         return Path(next(v["paths"][key] for v in spec["vars"] if "paths" in v))
     except (OSError, KeyError, StopIteration, TypeError, yaml.YAMLError):
         return None
+
+
+def check_normalization(split: dict, prepare: PrepareParams, path: Path) -> None:
+    """Stop when a prepared split was normalized with other mean/std than params.yaml now asks for
+    (a stale cache, e.g. stages run by hand out of order); 'train' statistics cannot be compared."""
+    for key in ("mean", "std"):
+        wanted = getattr(prepare, key)
+        if wanted != "train" and not all(math.isclose(a, b, rel_tol=1e-6)
+                                         for a, b in zip(split[key], channel_stats(wanted))):
+            raise StageError(f"{path}: prepared with {key} {split[key]}, but params.yaml has prepare.{key} "
+                             f"{wanted!r}; run the prepare stage again (dvc repro)")
 
 
 def write_json(path: str | Path, data: Any) -> None:

@@ -25,7 +25,7 @@ from urllib.request import url2pathname
 
 from torchvision.datasets.utils import calculate_md5, check_integrity, download_url, extract_archive
 
-from .cifar import ARCHIVE_DIR, ARCHIVE_NAME, REQUIRED_FILES
+from .cifar import ARCHIVE_DIR, ARCHIVE_NAME, OPTIONAL_FILES, REQUIRED_FILES
 from .common import StageError, atomic_path, run_stage
 from .params import load_params
 
@@ -100,12 +100,17 @@ def extract(archive: Path, dest_dir: Path, url: str) -> Path:
     finally:
         tarfile.TarFile.extraction_filter = previous
     batches = dest_dir / ARCHIVE_DIR
+    found = sorted(str(p.relative_to(dest_dir)) for p in dest_dir.rglob("*") if not p.is_dir())
     missing = [name for name in REQUIRED_FILES if not (batches / name).is_file()]
     if missing:
-        found = sorted(str(p.relative_to(dest_dir)) for p in dest_dir.rglob("*") if p.is_file())
         raise StageError(f"{url}: archive lacks {', '.join(f'{ARCHIVE_DIR}/{m}' for m in missing)}; "
                          f"it holds {found[:10] or 'no files'}; expected {', '.join(REQUIRED_FILES)} "
                          f"under {ARCHIVE_DIR}/")
+    allowed = {f"{ARCHIVE_DIR}/{name}" for name in (*REQUIRED_FILES, *OPTIONAL_FILES)}
+    extra = [name for name in found if name not in allowed]
+    if extra:
+        raise StageError(f"{url}: archive holds unexpected member(s) {extra[:10]}; the official archive has "
+                         f"only {', '.join(REQUIRED_FILES + OPTIONAL_FILES)} under {ARCHIVE_DIR}/")
     return batches
 
 

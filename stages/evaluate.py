@@ -19,7 +19,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont
 
-from .common import StageError, atomic_path, choose_device, require_file, run_stage, write_json
+from .common import (StageError, atomic_path, check_normalization, choose_device, require_file, run_stage,
+                     write_json)
 from .models import build_model, predict_logits
 from .params import load_params
 
@@ -125,12 +126,14 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--per-class", type=Path, required=True, help="output: CSV of per-class figures")
     ap.add_argument("--grid", type=Path, required=True, help="output: PNG of test images with predictions")
     args = ap.parse_args(argv)
-    p = load_params(args.params).evaluate
+    params = load_params(args.params)
+    p = params.evaluate
 
     device = choose_device(p.device)
     with open(require_file(args.model_meta, "model metadata"), encoding="utf-8") as f:
         meta = json.load(f)
     test = torch.load(require_file(args.prepared / "test.pt", "prepared split"), weights_only=True)
+    check_normalization(test, params.prepare, args.prepared / "test.pt")
     if test["classes"] != meta["classes"]:
         raise StageError(f"{args.model_meta}: model classes {meta['classes']} differ from "
                          f"{args.prepared / 'test.pt'} classes {test['classes']}")

@@ -64,6 +64,7 @@ class TrainParams:
     precision: Literal["fp32", "bf16"]  # bf16 = autocast to bfloat16 (fast on recent GPUs)
     channels_last: bool  # NHWC memory layout, faster convolutions on GPUs
     compile: bool  # torch.compile the model (pays a warm-up once per run)
+    deterministic: bool  # deterministic algorithms only (CUDA: slower, bit-repeatable); CPU runs always are
     seed: int  # weight init, shuffling and augmentation
     device: str  # auto (CUDA when available, else CPU), cpu, cuda, cuda:N, mps
 

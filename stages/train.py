@@ -17,6 +17,7 @@ import dataclasses
 import hashlib
 import logging
 import math
+import os
 import time
 from pathlib import Path
 
@@ -26,7 +27,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from .common import StageError, atomic_path, choose_device, progress, require_file, run_stage, write_json
+from .common import (StageError, atomic_path, check_normalization, choose_device, progress, require_file,
+                     run_stage, write_json)
 from .models import build_model, predict_logits
 from .params import TrainParams, load_params
 
@@ -267,10 +269,17 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--log", type=Path, required=True, help="output: CSV with one row per epoch (DVC plots)")
     ap.add_argument("--checkpoint", type=Path, help="training state saved every epoch and resumed from")
     args = ap.parse_args(argv)
-    p = load_params(args.params).train
+    params = load_params(args.params)
+    p = params.train
 
     device = choose_device(p.device)
+    if p.deterministic:
+        # cuBLAS needs a fixed workspace to be deterministic; set before its first use.
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.benchmark = False
     train, val = load_split(args.prepared / "train.pt", device), load_split(args.prepared / "val.pt", device)
+    check_normalization(train, params.prepare, args.prepared / "train.pt")
     torch.manual_seed(p.seed)
     model = build_model(p.model, num_classes=len(train["classes"]), width=p.width).to(device)
     log.info("recipe %s on %d images, device %s: %s", p.recipe, len(train["labels"]), device, dataclasses.asdict(p))

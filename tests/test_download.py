@@ -242,6 +242,17 @@ def test_archive_without_test_batch(archive_params, out, tmp_path):
     assert_nothing_left(out)
 
 
+@pytest.mark.parametrize("extra", [ROOT + "data_batch_6", "notes.txt", ROOT + "sub/data_batch_1"])
+def test_archive_with_an_extra_member_is_refused(archive_params, out, tmp_path, extra):
+    members = official_members(train_per_class=1, test_per_class=1)
+    members[extra] = b"unexpected"
+    path = tmp_path / "mirror" / ARCHIVE_NAME
+    md5 = write_archive(path, members)
+    with pytest.raises(StageError, match=rf"archive holds unexpected member\(s\) \['{re.escape(extra)}'\]"):
+        run(archive_params(**{"data.url": str(path), "data.md5": md5}), out)
+    assert_nothing_left(out)
+
+
 def test_archive_with_another_layout_lists_what_it_holds(archive_params, out, tmp_path):
     path = tmp_path / "mirror" / ARCHIVE_NAME
     md5 = write_archive(path, {"cifar-100-python/train": b"x", "cifar-100-python/meta": b"y"})

@@ -184,3 +184,20 @@ def test_kill_9_mid_training_then_repro_resumes_to_the_same_result(tmp_path, arc
     assert ran(out) == {"train", "evaluate"}
     assert (killed / "metrics/metrics.json").read_bytes() == (whole / "metrics/metrics.json").read_bytes()
     assert (killed / "data/model.pth").read_bytes() == (whole / "data/model.pth").read_bytes()
+
+
+def test_push_to_a_local_remote_then_fresh_clone_and_pull_is_up_to_date(project, tmp_path):
+    sh(project, "dvc", "repro")
+    sh(project, "dvc", "remote", "add", "-d", "store", str(tmp_path / "remote"))
+    sh(project, "git", "add", "-A")
+    sh(project, "git", "commit", "-qm", "run and remote")
+    sh(project, "dvc", "push")
+
+    clone = tmp_path / "clone"
+    sh(tmp_path, "git", "clone", "-q", str(project), str(clone))
+    assert not (clone / "data/model.pth").exists()
+    sh(clone, "dvc", "pull")
+    assert (clone / "data/model.pth").read_bytes() == (project / "data/model.pth").read_bytes()
+    assert "up to date" in sh(clone, "dvc", "status")
+    out = sh(clone, "dvc", "repro")
+    assert ran(out) == set() and "Data and pipelines are up to date" in out

@@ -296,3 +296,21 @@ def test_non_finite_loss_stops_with_epoch_step_and_lr(tmp_path, prepared):
                                          r"\(lr 1e\+10\); no model written"):
         run_train(tmp_path, prepared, **{"train.lr": 1e10, "train.epochs": 1})
     assert not (tmp_path / "model.pth").exists()
+
+
+def test_prepared_data_of_other_normalization_is_refused(tmp_path, prepared):
+    with pytest.raises(StageError, match=r"train\.pt: prepared with mean \[0\.5, 0\.5, 0\.5\], but params\.yaml "
+                                         r"has prepare\.mean 0\.4; run the prepare stage again"):
+        run_train(tmp_path, prepared, **{"prepare.mean": 0.4})
+    assert not (tmp_path / "model.pth").exists()
+    run_train(tmp_path, prepared, **{"prepare.mean": [0.5, 0.5, 0.5], "train.epochs": 1})  # same values: fine
+
+
+def test_deterministic_flag_turns_on_deterministic_algorithms(tmp_path, prepared):
+    try:
+        strict = weights(run_train(tmp_path / "a", prepared, **{"train.deterministic": True})["model.pth"])
+        assert torch.are_deterministic_algorithms_enabled()
+    finally:
+        torch.use_deterministic_algorithms(False)
+    plain = weights(run_train(tmp_path / "b", prepared)["model.pth"])
+    assert all(torch.equal(strict[k], plain[k]) for k in plain)  # the CPU kernels were deterministic already
