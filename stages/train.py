@@ -7,7 +7,7 @@ and slices batches off it: what a shuffled DataLoader with per-sample
 transforms does, minus the per-sample Python work. Writes the weights as a
 plain state_dict (`--model`), what inference needs beside them (`--model-meta`:
 model name and width, classes, normalization, the effective train params), a
-small metrics file (`--metrics`) and a CSV row per epoch for DVC plots (`--log`).
+small metrics file (`--metrics`) and a CSV row per epoch for DVC plots (`--history`).
 """
 from __future__ import annotations
 
@@ -18,6 +18,8 @@ import hashlib
 import logging
 import math
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -25,12 +27,14 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from .common import (StageError, atomic_path, check_normalization, choose_device, progress, require_file,
                      run_stage, write_json)
+from .distributed import SINGLE, Dist, all_max, all_sum, launch_command, setup, teardown
 from .models import build_model, predict_logits
-from .params import TrainParams, load_params
+from .params import Params, TrainParams, load_params
 
 log = logging.getLogger("stages")
 AUGMENT_CHUNK = 8192  # images augmented at once: bounds the padded copy's memory
@@ -124,8 +128,11 @@ class Trainer:
 
 
 def train_epoch(t: Trainer, images: torch.Tensor, labels: torch.Tensor, batch_size: int,
-                generator: torch.Generator, desc: str = "") -> tuple[float, float]:
-    """One pass over a seeded shuffle of the (augmented) data; return (mean loss, accuracy)."""
+                generator: torch.Generator, desc: str = "", dist: Dist = SINGLE) -> tuple[float, float]:
+    """One pass over a seeded shuffle of the (augmented) data; return (mean loss, accuracy).
+
+    With several ranks, every rank draws the same shuffle and takes its share of each global batch.
+    """
     t.model.train()
     order = torch.randperm(len(labels), generator=generator).to(images.device)
     images, labels = images[order], labels[order]  # one gather per epoch; batches below are views
@@ -136,9 +143,14 @@ def train_epoch(t: Trainer, images: torch.Tensor, labels: torch.Tensor, batch_si
     loss_sum = torch.zeros((), device=images.device)
     correct = torch.zeros((), dtype=torch.long, device=images.device)
     first_bad = torch.full((), -1, dtype=torch.long, device=images.device)  # first step with a non-finite loss
+    seen = 0
     starts = range(0, len(labels), batch_size)
     for step, start in enumerate(progress(starts, total=len(starts), desc=desc, unit="step")):
         x, y = images[start:start + batch_size], labels[start:start + batch_size]
+        if dist.world > 1:
+            if len(y) < dist.world:
+                continue  # a last batch too small to give every rank an image: all ranks skip it
+            x, y = x.tensor_split(dist.world)[dist.rank], y.tensor_split(dist.world)[dist.rank]
         with t.autocast(images.device):
             logits = t.model(x)
             loss = F.cross_entropy(logits, y, label_smoothing=t.label_smoothing)
@@ -148,14 +160,18 @@ def train_epoch(t: Trainer, images: torch.Tensor, labels: torch.Tensor, batch_si
         if t.scheduler is not None:
             t.scheduler.step()
         if t.ema is not None:
-            t.ema.update_parameters(t.model)
+            t.ema.update_parameters(t.weights)
         # Summed on the device: no host sync per step.
+        seen += len(y)
         loss_sum += loss.detach().float() * len(y)
         correct += (logits.detach().argmax(1) == y).sum()
         first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss.detach()), step, first_bad)
-    if first_bad.item() >= 0:
+    if all_max(first_bad, dist).item() >= 0:
         raise NonFiniteLoss(first_bad.item(), len(starts))
-    return loss_sum.item() / len(labels), correct.item() / len(labels)
+    # Sums over all ranks of (loss * images, correct, images trained on).
+    totals = all_sum(torch.stack([loss_sum.double(), correct.double(),
+                                  torch.tensor(float(seen), dtype=torch.float64, device=images.device)]), dist)
+    return (totals[0] / totals[2]).item(), (totals[1] / totals[2]).item()
 
 
 def score(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int) -> tuple[float, float]:
@@ -182,7 +198,7 @@ def make_trainer(p: TrainParams, model: nn.Module, steps_per_epoch: int) -> Trai
 
 
 def fit(t: Trainer, final_model: nn.Module, train: dict, val: dict, p: TrainParams,
-        checkpoint: Path | None = None, identity: dict | None = None) -> list[dict]:
+        checkpoint: Path | None = None, identity: dict | None = None, dist: Dist = SINGLE) -> list[dict]:
     """Train for p.epochs, logging one line per epoch; return the per-epoch history.
 
     With `checkpoint`, the full training state is saved there after every epoch, and a
@@ -195,7 +211,7 @@ def fit(t: Trainer, final_model: nn.Module, train: dict, val: dict, p: TrainPara
         start = time.perf_counter()
         try:
             loss, acc = train_epoch(t, train["images"], train["labels"], p.batch_size, generator,
-                                    desc=f"epoch {epoch}/{p.epochs}")
+                                    desc=f"epoch {epoch}/{p.epochs}", dist=dist)
         except NonFiniteLoss as err:
             step = (epoch - 1) * steps + err.step
             lr = p.lr * (lr_factor(step, p.epochs * steps, p.warmup, p.schedule) if t.scheduler else 1.0)
@@ -212,7 +228,7 @@ def fit(t: Trainer, final_model: nn.Module, train: dict, val: dict, p: TrainPara
             line += f" val_loss {row['val_loss']:.4f} val_acc {row['val_accuracy']:.2%}"
         log.info("%s %.1fs %.0f img/s", line, seconds, row["images_per_second"])
         history.append(row)
-        if checkpoint:
+        if checkpoint and dist.is_main:
             save_checkpoint(checkpoint, identity, t, generator, history)
     return history
 
@@ -266,13 +282,34 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--model", type=Path, required=True, help="output: state_dict .pth")
     ap.add_argument("--model-meta", type=Path, required=True, help="output: JSON with what inference needs")
     ap.add_argument("--metrics", type=Path, required=True, help="output: JSON with training figures")
-    ap.add_argument("--log", type=Path, required=True, help="output: CSV with one row per epoch (DVC plots)")
+    ap.add_argument("--history", type=Path, required=True, help="output: CSV with one row per epoch (DVC plots)")
     ap.add_argument("--checkpoint", type=Path, help="training state saved every epoch and resumed from")
     args = ap.parse_args(argv)
     params = load_params(args.params)
     p = params.train
 
     device = choose_device(p.device)
+    try:
+        command = launch_command("stages.train", sys.argv[1:] if argv is None else argv)
+    except ValueError as err:
+        raise StageError(str(err)) from None
+    if command:
+        log.info("launching %s", " ".join(command))
+        if subprocess.run(command).returncode:
+            raise StageError("a training process failed; see its messages above")
+        return
+    dist, device = setup(device)
+    if not dist.is_main:
+        log.setLevel(logging.WARNING)
+    try:
+        train_on(args, params, device, dist)
+    finally:
+        teardown(dist)
+
+
+def train_on(args: argparse.Namespace, params: Params, device: torch.device, dist: Dist) -> None:
+    """Load the data, train, and (on rank 0) write every output."""
+    p = params.train
     if p.deterministic:
         # cuBLAS needs a fixed workspace to be deterministic; set before its first use.
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
@@ -282,27 +319,34 @@ def main(argv: list[str] | None = None) -> None:
     check_normalization(train, params.prepare, args.prepared / "train.pt")
     torch.manual_seed(p.seed)
     model = build_model(p.model, num_classes=len(train["classes"]), width=p.width).to(device)
-    log.info("recipe %s on %d images, device %s: %s", p.recipe, len(train["labels"]), device, dataclasses.asdict(p))
+    log.info("recipe %s on %d images, device %s, %d process(es): %s", p.recipe, len(train["labels"]), device,
+             dist.world, dataclasses.asdict(p))
     log.info("model %s, %d parameters:\n%s", p.model, sum(t.numel() for t in model.parameters()), model)
     trainer = make_trainer(p, model, math.ceil(len(train["labels"]) / p.batch_size))
+    if dist.world > 1:
+        trainer.model = DistributedDataParallel(trainer.model, device_ids=[device.index] if device.index is not None
+                                                else None)
     final_model = trainer.ema.module if trainer.ema is not None else model
     # A checkpoint resumes only into the same params (the device aside) and the same prepared data.
     identity = {"train_params": {k: v for k, v in dataclasses.asdict(p).items() if k != "device"},
                 "data": {name: file_md5(args.prepared / name) for name in ("train.pt", "val.pt")}}
-    history = fit(trainer, final_model, train, val, p, args.checkpoint, identity)
+    history = fit(trainer, final_model, train, val, p, args.checkpoint, identity, dist)
+    if not dist.is_main:
+        return
 
     with atomic_path(args.model) as tmp:
         torch.save({k: v.detach().cpu() for k, v in final_model.state_dict().items()}, tmp)
     write_json(args.model_meta, {"model": p.model, "width": p.width, "num_classes": len(train["classes"]),
                                  "classes": train["classes"], "mean": train["mean"], "std": train["std"],
                                  "train_params": dataclasses.asdict(p)})
-    with atomic_path(args.log) as tmp:
+    with atomic_path(args.history) as tmp:
         pd.DataFrame(history).to_csv(tmp, index=False)
     total = sum(row["seconds"] for row in history)
     final = {k: v for k, v in history[-1].items()
              if v is not None and k not in ("epoch", "seconds", "images_per_second", "lr")}
     write_json(args.metrics, {**final, "recipe": p.recipe, "epochs": p.epochs, "train_seconds": total,
-                              "device": str(device), "images_per_second": len(train["labels"]) * p.epochs / total})
+                              "device": str(device), "processes": dist.world,
+                              "images_per_second": len(train["labels"]) * p.epochs / total})
     log.info("wrote %s, %s, %s (%.1fs training)", args.model, args.model_meta, args.metrics, total)
 
 

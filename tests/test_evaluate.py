@@ -39,7 +39,7 @@ def trained(tmp_path_factory, prepared):
                                                    "train.device": "cpu", "evaluate.device": "cpu"})
     train.main(["--params", str(params), "--prepared", str(prepared), "--model", str(root / "model.pth"),
                 "--model-meta", str(root / "model.json"), "--metrics", str(root / "train.json"),
-                "--log", str(root / "train_log.csv")])
+                "--history", str(root / "train_log.csv")])
     return root
 
 

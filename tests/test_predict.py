@@ -22,7 +22,7 @@ def model_files(tmp_path_factory, prepared):
                                                    "train.device": "cpu"})
     train.main(["--params", str(params), "--prepared", str(prepared), "--model", str(root / "model.pth"),
                 "--model-meta", str(root / "model.json"), "--metrics", str(root / "train.json"),
-                "--log", str(root / "log.csv")])
+                "--history", str(root / "log.csv")])
     return root
 
 

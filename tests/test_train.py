@@ -34,7 +34,7 @@ def run_train(tmp_path, prepared, checkpoint=None, **dotted):
     out = {name: tmp_path / name for name in ("model.pth", "model.json", "train.json", "train_log.csv")}
     train.main(["--params", str(params), "--prepared", str(prepared), "--model", str(out["model.pth"]),
                 "--model-meta", str(out["model.json"]), "--metrics", str(out["train.json"]),
-                "--log", str(out["train_log.csv"])] + (["--checkpoint", str(checkpoint)] if checkpoint else []))
+                "--history", str(out["train_log.csv"])] + (["--checkpoint", str(checkpoint)] if checkpoint else []))
     return out
 
 
