@@ -328,8 +328,9 @@ def train_on(args: argparse.Namespace, params: Params, device: torch.device, dis
                                                 else None)
     final_model = trainer.ema.module if trainer.ema is not None else model
     # A checkpoint resumes only into the same params (the device aside) and the same prepared data.
-    identity = {"train_params": {k: v for k, v in dataclasses.asdict(p).items() if k != "device"},
-                "data": {name: file_md5(args.prepared / name) for name in ("train.pt", "val.pt")}}
+    identity = None if args.checkpoint is None else {
+        "train_params": {k: v for k, v in dataclasses.asdict(p).items() if k != "device"},
+        "data": {name: file_md5(args.prepared / name) for name in ("train.pt", "val.pt")}}
     history = fit(trainer, final_model, train, val, p, args.checkpoint, identity, dist)
     if not dist.is_main:
         return
