@@ -21,21 +21,11 @@ from PIL import Image, ImageDraw, ImageFont
 
 from .common import (StageError, atomic_path, check_normalization, choose_device, require_file, run_stage,
                      write_json)
-from .models import build_model, predict_logits
+from .models import load_model, predict_logits
 from .params import load_params
 
 log = logging.getLogger("stages")
 GRID_PER_CLASS = 8  # the grid shows the first 8 test images of each class: the same ones in every run
-
-
-def load_model(weights: Path, meta: dict, device: torch.device) -> torch.nn.Module:
-    model = build_model(meta["model"], num_classes=meta["num_classes"], width=meta["width"])
-    try:
-        model.load_state_dict(torch.load(require_file(weights, "model weights"), map_location="cpu",
-                                         weights_only=True))
-    except RuntimeError as err:
-        raise StageError(f"{weights}: does not load into model {meta['model']!r}: {err}") from None
-    return model.to(device)
 
 
 def tta_logits(model: torch.nn.Module, images: torch.Tensor, batch_size: int, tta: str) -> torch.Tensor:

@@ -8,10 +8,12 @@
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from torch import nn
 
-from .common import progress
+from .common import StageError, progress, require_file
 
 
 class MLP(nn.Module):
@@ -92,6 +94,17 @@ def build_model(name: str, num_classes: int, width: int = 64) -> nn.Module:
     if name not in MODELS:
         raise ValueError(f"Invalid model {name!r}. Only {', '.join(MODELS)} are supported.")
     return MODELS[name](num_classes=num_classes, width=width)
+
+
+def load_model(weights: Path, meta: dict, device: torch.device) -> nn.Module:
+    """The model model.json describes, with the trained weights from `weights`, on `device`."""
+    model = build_model(meta["model"], num_classes=meta["num_classes"], width=meta["width"])
+    try:
+        model.load_state_dict(torch.load(require_file(weights, "model weights"), map_location="cpu",
+                                         weights_only=True))
+    except RuntimeError as err:
+        raise StageError(f"{weights}: does not load into model {meta['model']!r}: {err}") from None
+    return model.to(device)
 
 
 def predict_logits(model: nn.Module, images: torch.Tensor, batch_size: int, desc: str = "") -> torch.Tensor:

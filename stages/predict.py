@@ -17,7 +17,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from .common import StageError, choose_device, default_path, require_file, run_stage
-from .models import build_model, predict_logits
+from .models import load_model, predict_logits
 
 
 def load_image(path: Path) -> torch.Tensor:
@@ -61,12 +61,10 @@ def main(argv: list[str] | None = None) -> None:
     with open(require_file(args.model_meta, "model metadata"), encoding="utf-8") as f:
         meta = json.load(f)
     device = choose_device(args.device)
-    model = build_model(meta["model"], num_classes=meta["num_classes"], width=meta["width"])
-    model.load_state_dict(torch.load(require_file(args.model, "model weights"), map_location="cpu",
-                                     weights_only=True))
+    model = load_model(args.model, meta, device)
     mean, std = (torch.tensor(meta[k]).view(1, 3, 1, 1) for k in ("mean", "std"))
     images = ((torch.stack(pixels) - mean) / std).to(device)  # (N, 3, 32, 32) as in training
-    logits = predict_logits(model.to(device), images, batch_size=256).cpu()
+    logits = predict_logits(model, images, batch_size=256).cpu()
     for path, best in zip(args.images, top_classes(logits, meta["classes"], args.top)):
         print(f"{path}: " + ", ".join(f"{name} {p:.1%}" for name, p in best))
 
