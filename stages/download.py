@@ -30,6 +30,9 @@ from .common import StageError, atomic_path, run_stage
 from .params import load_params
 
 log = logging.getLogger("stages")
+# Said with every failed download; the README section must keep this name (a test checks both).
+OFFLINE_HINT = ("Offline? Get cifar-10-python.tar.gz by other means, then set data.url to its path and data.md5 "
+                "to its md5: README section \"Offline, or from a mirror\"")
 SOCKET_TIMEOUT_S = 60  # a silent server fails the stage instead of hanging it
 
 
@@ -64,7 +67,7 @@ def fetch(url: str, dest_dir: Path) -> Path:
     try:
         download_url(url, str(dest_dir), ARCHIVE_NAME)
     except (urllib.error.URLError, OSError, ValueError) as err:
-        raise StageError(f"data.url {url!r}: download failed: {err}") from None
+        raise StageError(f"data.url {url!r}: download failed: {err}. {OFFLINE_HINT}") from None
     finally:
         socket.setdefaulttimeout(previous)
     if not dest.is_file():

@@ -15,6 +15,7 @@ from stages import download
 from stages.cifar import ARCHIVE_NAME, REQUIRED_FILES
 from stages.common import StageError, run_stage
 from tests.cifar_archive import ROOT, official_members, write_archive
+from tests.conftest import PROJECT
 
 EXPECTED_FILES = sorted([*REQUIRED_FILES, "readme.html"])
 CLOSED_PORT_URL = "http://127.0.0.1:9/cifar-10-python.tar.gz"
@@ -196,9 +197,11 @@ def test_missing_local_file(archive_params, out, tmp_path, as_uri):
 def test_unreachable_http_url_fails_fast(archive_params, out):
     start = time.monotonic()
     with pytest.raises(StageError, match=rf"data\.url '{re.escape(CLOSED_PORT_URL)}': download failed: "
-                                         r".*(refused|Errno)"):
+                                         r".*(refused|Errno).*Offline\? .*set data\.url to its path") as err:
         run(archive_params(**{"data.url": CLOSED_PORT_URL}), out)
     assert time.monotonic() - start < 10
+    section = re.search(r'README section "([^"]+)"', str(err.value)).group(1)
+    assert f"## {section}\n" in (PROJECT / "README.md").read_text()  # the hint names a real section
     assert_nothing_left(out)
 
 
