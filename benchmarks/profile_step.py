@@ -5,11 +5,12 @@ random data of CIFAR-10 shape) and profiles them with torch.profiler, then print
 the operators by self time and the share that is not matrix math or the
 optimizer's update (Python, autograd and dispatcher overhead).
 
-    python benchmarks/profile_step.py [--recipe tutorial] [--steps 1000]
+    python benchmarks/profile_step.py [--recipe tutorial] [--steps 1000] [--set train.precision=bf16] [--no-profile]
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -19,10 +20,11 @@ import yaml
 from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.runner import ROOT, machine  # noqa: E402
+from benchmarks.runner import ROOT, machine, parse_set  # noqa: E402
 from stages import train  # noqa: E402
 from stages.models import build_model  # noqa: E402
 from stages.params import parse_params, set_dotted  # noqa: E402
+from stages.precision import choose_precision  # noqa: E402
 
 MATH = ("aten::mm", "aten::addmm", "aten::convolution", "aten::mkldnn_convolution", "aten::_convolution",
         "aten::convolution_backward", "aten::native_batch_norm", "aten::native_batch_norm_backward")
@@ -33,9 +35,15 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--recipe", default="tutorial")
     ap.add_argument("--steps", type=int, default=1000)
+    ap.add_argument("--set", action="append", default=[], help="extra params override KEY=VALUE")
+    ap.add_argument("--no-profile", action="store_true", help="only time the steps")
     args = ap.parse_args()
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
-    p = parse_params(set_dotted(raw, {"train.recipe": args.recipe, "train.device": "cpu"})).train
+    p = parse_params(set_dotted(raw, {"train.recipe": args.recipe, "train.device": "cpu",
+                                      **parse_set(args.set)})).train
+    precision, why = choose_precision(p.precision, "cpu")
+    p = dataclasses.replace(p, precision=precision)
+    print(f"precision {precision}: {why}")
     torch.manual_seed(0)
     n = args.steps * p.batch_size
     images, labels = torch.randn(n, 3, 32, 32), torch.randint(0, 10, (n,))
@@ -47,6 +55,11 @@ def main() -> None:
     start = time.perf_counter()
     train.train_epoch(trainer, images, labels, p.batch_size, generator)
     per_step = (time.perf_counter() - start) / args.steps
+    print(f"{args.recipe} {parse_set(args.set)}: {per_step * 1e3:.2f} ms/step at batch {p.batch_size} "
+          f"({p.batch_size / per_step:.0f} img/s, {50000 / p.batch_size * per_step:.0f} s per 50,000-image epoch), "
+          f"precision {p.precision}, on {machine()}", flush=True)
+    if args.no_profile:
+        return
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         train.train_epoch(trainer, images, labels, p.batch_size, generator)
     events = prof.key_averages()
@@ -54,11 +67,8 @@ def main() -> None:
     math_us = sum(e.self_cpu_time_total for e in events if e.key in MATH)
     update_us = sum(e.self_cpu_time_total for e in events if e.key in UPDATE)
     print(events.table(sort_by="self_cpu_time_total", row_limit=12))
-    print(f"{args.recipe}: {per_step * 1e3:.2f} ms/step unprofiled at batch {p.batch_size} "
-          f"({p.batch_size / per_step:.0f} img/s, {50000 / p.batch_size * per_step:.0f} s per 50,000-image epoch)")
     print(f"profiled self time: matrix math {math_us / total:.0%}, optimizer update {update_us / total:.0%}, "
           f"everything else (Python, autograd, dispatch, small ops) {1 - (math_us + update_us) / total:.0%}")
-    print(f"on {machine()}")
 
 
 if __name__ == "__main__":

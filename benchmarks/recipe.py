@@ -21,15 +21,8 @@ from pathlib import Path
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.runner import commit, copy_project, machine, results, run_stages  # noqa: E402
+from benchmarks.runner import commit, copy_project, machine, parse_set, results, run_stages  # noqa: E402
 from stages.params import set_dotted  # noqa: E402
-
-
-def parse_set(items: list[str]) -> dict:
-    pairs = [item.split("=", 1) for item in items]
-    if any(len(p) != 2 for p in pairs):
-        raise SystemExit("--set takes KEY=VALUE, e.g. --set train.epochs=8")
-    return {key: yaml.safe_load(value) for key, value in pairs}
 
 
 def main() -> None:

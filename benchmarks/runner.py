@@ -21,6 +21,7 @@ import torch
 import yaml
 
 from stages.params import set_dotted
+from stages.precision import probe_cpu
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -75,7 +76,19 @@ def machine() -> str:
     except (OSError, StopIteration):
         pass
     gpu = f", GPU {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""
-    return f"{os.cpu_count()} cores {cpu}{gpu}, torch {torch.__version__}, Python {platform.python_version()}"
+    bf16 = probe_cpu()
+    kind = "native bf16" if bf16.avx512_bf16 or bf16.amx else "no native bf16"
+    caps = bf16.capability + (f", ONEDNN_MAX_CPU_ISA={bf16.onednn_isa}" if bf16.onednn_isa else "")
+    return (f"{os.cpu_count()} cores {cpu} ({kind}, kernels {caps}){gpu}, torch {torch.__version__}, "
+            f"Python {platform.python_version()}")
+
+
+def parse_set(items: list[str]) -> dict:
+    """--set KEY=VALUE arguments as dotted params overrides, values read as YAML."""
+    pairs = [item.split("=", 1) for item in items]
+    if any(len(p) != 2 for p in pairs):
+        raise SystemExit("--set takes KEY=VALUE, e.g. --set train.epochs=8")
+    return {key: yaml.safe_load(value) for key, value in pairs}
 
 
 def commit() -> str:

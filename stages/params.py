@@ -61,7 +61,8 @@ class TrainParams:
     epochs: int  # full passes over the training split
     crop_pad: int  # random-crop augmentation: pad by this many pixels (reflect) and crop 32x32; 0 = off
     flip: bool  # random horizontal flip augmentation
-    precision: Literal["fp32", "bf16"]  # bf16 = autocast to bfloat16 (fast on recent GPUs)
+    # bf16 = autocast to bfloat16; auto = bf16 where it runs natively (stages/precision.py), else fp32
+    precision: Literal["auto", "fp32", "bf16"]
     channels_last: bool  # NHWC memory layout, faster convolutions on GPUs
     compile: bool  # torch.compile the model (pays a warm-up once per run)
     deterministic: bool  # deterministic algorithms only (CUDA: slower, bit-repeatable); CPU runs always are

@@ -35,6 +35,7 @@ from .common import (StageError, atomic_path, check_normalization, choose_device
 from .distributed import SINGLE, Dist, all_max, all_sum, launch_command, setup, teardown
 from .models import build_model, predict_logits
 from .params import Params, TrainParams, load_params
+from .precision import choose_precision
 
 log = logging.getLogger("stages")
 AUGMENT_CHUNK = 8192  # images augmented at once: bounds the padded copy's memory
@@ -182,6 +183,8 @@ def score(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_si
 
 def make_trainer(p: TrainParams, model: nn.Module, steps_per_epoch: int) -> Trainer:
     """Optimizer, lr schedule, EMA, precision and layout as the params ask, around `model`."""
+    if p.precision == "auto":
+        raise ValueError("train.precision 'auto' must be resolved first (stages.precision.choose_precision)")
     optimizer = make_optimizer(p, model)
     scheduler = None
     if p.schedule != "constant" or p.warmup > 0:
@@ -205,7 +208,7 @@ def fit(t: Trainer, final_model: nn.Module, train: dict, val: dict, p: TrainPara
     checkpoint of the same `identity` (params and data) found at the start is resumed.
     """
     generator = torch.Generator().manual_seed(p.seed)
-    history = resume(checkpoint, identity, t, generator) if checkpoint else []
+    history = resume(checkpoint, identity, t, generator, p.epochs) if checkpoint else []
     steps = math.ceil(len(train["labels"]) / p.batch_size)
     for epoch in range(len(history) + 1, p.epochs + 1):
         start = time.perf_counter()
@@ -243,8 +246,9 @@ def save_checkpoint(path: Path, identity: dict | None, t: Trainer, generator: to
         torch.save(state, tmp)
 
 
-def resume(path: Path, identity: dict | None, t: Trainer, generator: torch.Generator) -> list[dict]:
-    """Load a checkpoint into t and generator if it was made with the same identity; return its history."""
+def resume(path: Path, identity: dict | None, t: Trainer, generator: torch.Generator, epochs: int) -> list[dict]:
+    """Load a checkpoint of an unfinished run (fewer than `epochs` epochs) made with the same identity
+    into t and generator; return its history."""
     if not path.is_file():
         return []
     try:
@@ -255,6 +259,11 @@ def resume(path: Path, identity: dict | None, t: Trainer, generator: torch.Gener
         return []
     if state.get("identity") != identity:
         log.info("%s: checkpoint of other params or data ignored; training from the start", path)
+        return []
+    if len(state["history"]) >= epochs:
+        # Left by a run killed between writing its outputs and removing the checkpoint:
+        # a new (or forced) run trains afresh rather than rewriting the old result.
+        log.info("%s: checkpoint of a finished run ignored; training from the start", path)
         return []
     t.weights.load_state_dict(state["model"])
     t.optimizer.load_state_dict(state["optimizer"])
@@ -301,6 +310,10 @@ def main(argv: list[str] | None = None) -> None:
     dist, device = setup(device)
     if not dist.is_main:
         log.setLevel(logging.WARNING)
+    precision, why = choose_precision(p.precision, device.type)
+    log.info("precision %s (train.precision %s: %s)", precision, p.precision, why)
+    # From here on the effective value: it is what model.json, train.json and the checkpoint record.
+    params = dataclasses.replace(params, train=dataclasses.replace(p, precision=precision))
     try:
         train_on(args, params, device, dist)
     finally:
@@ -345,9 +358,12 @@ def train_on(args: argparse.Namespace, params: Params, device: torch.device, dis
     total = sum(row["seconds"] for row in history)
     final = {k: v for k, v in history[-1].items()
              if v is not None and k not in ("epoch", "seconds", "images_per_second", "lr")}
-    write_json(args.metrics, {**final, "recipe": p.recipe, "epochs": p.epochs, "train_seconds": total,
+    write_json(args.metrics, {**final, "recipe": p.recipe, "epochs": p.epochs, "precision": p.precision,
+                              "train_seconds": total,
                               "device": str(device), "processes": dist.world,
                               "images_per_second": len(train["labels"]) * p.epochs / total})
+    if args.checkpoint is not None:
+        args.checkpoint.unlink(missing_ok=True)  # the run is finished: -f or a new run trains from scratch
     log.info("wrote %s, %s, %s (%.1fs training)", args.model, args.model_meta, args.metrics, total)
 
 
