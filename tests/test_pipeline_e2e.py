@@ -90,11 +90,26 @@ def test_repro_skip_rerun_diff_and_repeatability(project):
     rendered = json.loads(sh(project, "dvc", "plots", "show", "--json"))
     assert not rendered.get("errors"), rendered.get("errors")
 
-    # Same params and seed on the CPU: a forced re-run writes identical metrics.
+    # Same params and seed on the CPU: a forced re-run trains every epoch afresh (the finished run's
+    # checkpoint is gone) and writes identical metrics (on the same machine and torch build).
     sh(project, "git", "checkout", "params.yaml")
     out = sh(project, "dvc", "repro", "--force")
     assert ran(out) == {"download", "prepare", "train", "evaluate"}
+    assert "epoch 1/2 loss" in out and "epoch 2/2 loss" in out and "resuming" not in out
+    assert not (project / "data/checkpoints/train.pt").exists()
     assert (project / "metrics/metrics.json").read_bytes() == first_metrics
+
+
+def test_run_cache_restores_training_for_params_seen_before(project):
+    first = sh(project, "dvc", "exp", "run", "-S", "train.lr=0.02")  # params A
+    metrics_a = (project / "metrics/metrics.json").read_bytes()
+    second = sh(project, "dvc", "exp", "run", "-S", "train.lr=0.005")  # B
+    third = sh(project, "dvc", "exp", "run", "-S", "train.lr=0.02")  # A again
+    assert "epoch 1/2 loss" in first and "epoch 1/2 loss" in second  # these two trained
+    assert "Stage 'train' is cached - skipping run" in third and "Stage 'evaluate' is cached" in third
+    assert "epoch 1/2 loss" not in third  # restored, not trained
+    assert (project / "metrics/metrics.json").read_bytes() == metrics_a
+    assert json.loads((project / "metrics/train.json").read_text())["epochs"] == 2
 
 
 def test_failing_stage_leaves_no_finished_looking_output(project, tmp_path):
