@@ -197,13 +197,18 @@ def test_lr_schedules(schedule, expected):
     assert got == pytest.approx(expected, abs=1e-4)
 
 
+# Settings chosen for a wide margin on any CPU kernels, not tuned to pass on one machine: over
+# seeds 0-4 (AVX2 kernels), the worst validation accuracy was mlp 1.0, cnn 0.6 and resnet 0.73,
+# against the 0.4 asserted. The cnn at lr 0.02 for one epoch, as before, ranged 0.32-0.80 over
+# those seeds, with AVX2 and with DEFAULT kernels alike: too close to the line, and it failed on
+# an AVX2 machine. tests/test_cpu_kernels.py reruns these tests with the kernels capped at AVX2.
 @pytest.mark.parametrize("model, extra", [
     ("mlp", {"train.lr": 0.01}),
-    ("cnn", {"train.lr": 0.02}),
+    ("cnn", {"train.lr": 0.01, "train.epochs": 2}),
     ("resnet", {"train.width": 8, "train.lr": 0.02, "train.schedule": "onecycle", "train.warmup": 0.2,
                 "train.label_smoothing": 0.1, "train.crop_pad": 2, "train.flip": True, "train.ema": 0.9}),
 ])
-def test_each_model_learns_the_synthetic_pattern_in_one_epoch(tmp_path, prepared_larger, model, extra):
+def test_each_model_learns_the_synthetic_pattern(tmp_path, prepared_larger, model, extra):
     settings = {"train.model": model, "train.momentum": 0.9, "train.batch_size": 8, "train.epochs": 1, **extra}
     out = run_train(tmp_path, prepared_larger, **settings)
     metrics = json.loads(out["train.json"].read_text())
@@ -242,26 +247,31 @@ def weights(path):
     return torch.load(path, weights_only=True)
 
 
-def test_crash_then_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path, prepared, monkeypatch):
-    whole = weights(run_train(tmp_path / "whole", prepared, tmp_path / "whole.ckpt", **RESUMABLE)["model.pth"])
-
+def crash_in_third_epoch(tmp_path, prepared, monkeypatch, checkpoint):
+    """Run RESUMABLE until the third epoch dies, leaving the checkpoint of epoch 2; no outputs."""
     real_epoch, calls = train.train_epoch, []
 
-    def crash_in_third_epoch(*args, **kwargs):
+    def crashing(*args, **kwargs):
         calls.append(1)
         if len(calls) == 3:
             raise KeyboardInterrupt  # as good as a kill: nothing after this line runs
         return real_epoch(*args, **kwargs)
 
-    monkeypatch.setattr(train, "train_epoch", crash_in_third_epoch)
-    checkpoint = tmp_path / "crash.ckpt"
+    monkeypatch.setattr(train, "train_epoch", crashing)
     with pytest.raises(KeyboardInterrupt):
-        run_train(tmp_path / "crash", prepared, checkpoint, **RESUMABLE)
-    assert not (tmp_path / "crash" / "model.pth").exists()
-    assert len(torch.load(checkpoint, weights_only=True)["history"]) == 2
+        run_train(tmp_path, prepared, checkpoint, **RESUMABLE)
     monkeypatch.setattr(train, "train_epoch", real_epoch)
+    assert not (tmp_path / "model.pth").exists()
+    assert len(torch.load(checkpoint, weights_only=True)["history"]) == 2
+
+
+def test_crash_then_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path, prepared, monkeypatch):
+    whole = weights(run_train(tmp_path / "whole", prepared, tmp_path / "whole.ckpt", **RESUMABLE)["model.pth"])
+    checkpoint = tmp_path / "crash.ckpt"
+    crash_in_third_epoch(tmp_path / "crash", prepared, monkeypatch, checkpoint)
 
     out = run_train(tmp_path / "crash", prepared, checkpoint, **RESUMABLE)
+    assert not checkpoint.exists()  # the run finished: its checkpoint is gone
     resumed = weights(out["model.pth"])
     assert all(torch.equal(whole[k], resumed[k]) for k in whole)
     log = pd.read_csv(out["train_log.csv"])
@@ -271,9 +281,9 @@ def test_crash_then_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_pa
                                   expected.drop(columns=["seconds", "images_per_second"]))
 
 
-def test_checkpoint_of_other_params_is_never_resumed(tmp_path, prepared, caplog):
+def test_checkpoint_of_other_params_is_never_resumed(tmp_path, prepared, caplog, monkeypatch):
     checkpoint = tmp_path / "train.ckpt"
-    run_train(tmp_path / "a", prepared, checkpoint, **RESUMABLE)
+    crash_in_third_epoch(tmp_path / "a", prepared, monkeypatch, checkpoint)
     other = {**RESUMABLE, "train.lr": 0.02}
     with caplog.at_level("INFO", logger="stages"):
         resumed = weights(run_train(tmp_path / "b", prepared, checkpoint, **other)["model.pth"])
@@ -288,7 +298,29 @@ def test_damaged_checkpoint_is_ignored(tmp_path, prepared, caplog):
     with caplog.at_level("WARNING", logger="stages"):
         run_train(tmp_path / "a", prepared, checkpoint, **{"train.epochs": 1})
     assert "unreadable checkpoint ignored" in caplog.text
-    assert len(torch.load(checkpoint, weights_only=True)["history"]) == 1  # replaced by a good one
+    assert not checkpoint.exists()  # replaced by good ones while training, removed at the end
+
+
+def test_a_finished_runs_checkpoint_is_removed_and_never_resumed(tmp_path, prepared, monkeypatch, caplog):
+    checkpoint = tmp_path / "train.ckpt"
+    saved = []
+    real_save = train.save_checkpoint
+    monkeypatch.setattr(train, "save_checkpoint", lambda path, *a: saved.append(path) or real_save(path, *a))
+    first = weights(run_train(tmp_path / "a", prepared, checkpoint, **RESUMABLE)["model.pth"])
+    assert saved == [checkpoint] * 3 and not checkpoint.exists()
+    # A kill between writing the outputs and removing the checkpoint leaves a finished one behind:
+    # the next run must train again, not rewrite the old result.
+    crash_in_third_epoch(tmp_path / "b", prepared, monkeypatch, checkpoint)
+    state = torch.load(checkpoint, weights_only=True)
+    state["history"].append({**state["history"][-1], "epoch": 3})
+    torch.save(state, checkpoint)
+    epochs = []
+    real_epoch = train.train_epoch
+    monkeypatch.setattr(train, "train_epoch", lambda *a, **k: epochs.append(1) or real_epoch(*a, **k))
+    with caplog.at_level("INFO", logger="stages"):
+        again = weights(run_train(tmp_path / "c", prepared, checkpoint, **RESUMABLE)["model.pth"])
+    assert "checkpoint of a finished run ignored" in caplog.text and len(epochs) == 3
+    assert all(torch.equal(first[k], again[k]) for k in first)
 
 
 def test_non_finite_loss_stops_with_epoch_step_and_lr(tmp_path, prepared):
