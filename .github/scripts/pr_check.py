@@ -225,10 +225,15 @@ def run_baseline(repo: Path, base: str, overrides: dict[str, Any], work: Path, k
                     "subset overrides); drop check skipped")
         return None
     tree = work / "baseline"
-    git(repo, "worktree", "add", "--detach", "--force", str(tree), base)
-    # Same cache, so the run cache serves stages whose code and params did not change.
-    cache = dvc(repo, "cache", "dir").stdout.strip()
-    dvc(tree, "cache", "dir", "--local", cache)
+    try:
+        git(repo, "worktree", "add", "--detach", "--force", str(tree), base)
+        # Same cache, so the run cache serves stages whose code and params did not change.
+        cache = dvc(repo, "cache", "dir").stdout.strip()
+        dvc(tree, "cache", "dir", "--local", cache)
+    except subprocess.CalledProcessError as err:
+        report.note(f"no baseline: could not set the base {short} up ({' '.join(err.cmd[-4:])}: "
+                    f"{err.stderr.strip()}); drop check skipped")
+        return None
     print(f"--- baseline: {short} in {tree}, DVC cache {cache}", flush=True)
     ok, tail = run_pipeline(tree, overrides, keep)
     if not ok:
@@ -303,9 +308,12 @@ def params_diff(base: dict | None, pr: dict | None) -> str:
     changed = [k for k in sorted(old.keys() | new.keys()) if old.get(k, ...) != new.get(k, ...)]
     if not changed:
         return "No param differs between the two commits.\n"
+    def show(flat: dict, key: str) -> str:
+        value = flat.get(key, "(absent)")
+        return value if isinstance(value, str) else json.dumps(value)
+
     out = ["| param | base | PR |", "| --- | --- | --- |"]
-    out += [f"| {k} | {fmt(old[k]) if k in old else '(absent)'} | {fmt(new[k]) if k in new else '(absent)'} |"
-            for k in changed]
+    out += [f"| {k} | {show(old, k)} | {show(new, k)} |" for k in changed]
     return "\n".join(out) + "\n"
 
 
