@@ -9,6 +9,7 @@ import os
 import shutil
 import sys
 import tempfile
+import warnings
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -94,8 +95,19 @@ def choose_device(name: str, torch_module: Any = None) -> Any:
     import torch
 
     torch_module = torch_module or torch
-    cuda_ok = torch_module.cuda.is_available()
+    # torch says why CUDA is unusable (e.g. a driver older than its CUDA build) only as a
+    # warning from the first is_available(); catch it so that `auto` can say why it chose the CPU.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        cuda_ok = torch_module.cuda.is_available()
+    for warning in caught:
+        if not (name == "auto" and str(warning.message).startswith("CUDA initialization")):
+            warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
     if name == "auto":
+        built_for = getattr(getattr(torch_module, "version", None), "cuda", None)
+        if not cuda_ok and built_for:
+            log.warning("device auto: using the CPU, although torch %s is built for CUDA %s: %s",
+                        getattr(torch_module, "__version__", "?"), built_for, cuda_unavailable_reason(caught))
         return torch.device("cuda" if cuda_ok else "cpu")
     if name.startswith("cuda"):
         if not cuda_ok:
@@ -108,6 +120,18 @@ def choose_device(name: str, torch_module: Any = None) -> Any:
     if name == "mps" and not torch_module.backends.mps.is_available():
         raise StageError("device 'mps' asked for, but torch finds no Apple MPS device here; use 'auto' or 'cpu'")
     return torch.device(name)
+
+
+def cuda_unavailable_reason(caught: list[warnings.WarningMessage]) -> str:
+    """One line on why a CUDA build of torch found no GPU: torch's own warning when it gave one."""
+    for warning in caught:
+        text = str(warning.message)
+        if text.startswith("CUDA initialization"):
+            return " ".join(text.split(":", 1)[1].split()).split(". Please")[0].rstrip(".")
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return f"no GPU visible (CUDA_VISIBLE_DEVICES={visible!r})"
+    return "no NVIDIA GPU or driver found"
 
 
 def progress(items: Iterable[T], total: int | None = None, desc: str = "", unit: str = "it") -> Iterable[T]:
