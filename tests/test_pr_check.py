@@ -39,15 +39,6 @@ def branch(repo: Path, name: str, start: str, change: Callable[[Path], None]) ->
     sh(repo, "git", "commit", "-qm", name)
 
 
-def cache_every_output(repo: Path) -> None:
-    """Every output DVC-cached, as issue 8 makes dvc.yaml (DVC keeps no run cache for a stage with
-    a `cache: false` output); a no-op once dvc.yaml has no `cache: false` left."""
-    spec = yaml.safe_load((repo / "dvc.yaml").read_text())
-    for stage in spec["stages"].values():
-        stage["outs"] = [next(iter(o)) if isinstance(o, dict) else o for o in stage["outs"]]
-    (repo / "dvc.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
-
-
 @pytest.fixture(scope="module")
 def origin(tmp_path_factory, archive) -> tuple[Path, Path]:
     """(origin repository, shared DVC cache). Branches:
@@ -62,7 +53,6 @@ def origin(tmp_path_factory, archive) -> tuple[Path, Path]:
     cache = root / "dvc-cache"
     repo = make_project(root / "origin", archive)
     sh(repo, "git", "branch", "-M", "main")
-    branch(repo, "main", "main", cache_every_output)
     sh(repo, sys.executable, "-m", "dvc", "cache", "dir", "--local", str(cache))
 
     branch(repo, "pr-pass", "main", lambda r: edit_params(r, lambda p: p["gate"].update(max_drop=0.03)))
