@@ -1,12 +1,14 @@
 """Summarize a seed sweep: how far accuracy moves when only the seed changes.
 
     dvc exp run --queue -S 'train.seed=range(0,5)' [-S train.lr=0.01 ...]; dvc exp run --run-all
-    python -m stages.seeds                       # runs `dvc exp show --json` itself
-    dvc exp show --json -A | python -m stages.seeds -      # or reads its output (a file or - for stdin)
+    python -m stages.seeds                               # runs `dvc exp show --json` itself
+    dvc exp show --json -A | python -m stages.seeds -    # or reads its output (a file, or - for stdin)
 
-Groups the finished experiments by their params other than the seed and prints, as
-Markdown, per group: the runs, the seeds, and the mean, sample standard deviation and
-95% t-interval of the mean of test accuracy, overall and per class.
+Groups the finished experiments that set the seed by their params other than the seed
+and prints, as Markdown, per group: the runs, the seeds, and the mean, sample standard
+deviation and 95% t-interval of the mean of test accuracy, overall and per class.
+Experiments that leave the seed null are left out and named: they ran with their
+recipe's seed, most likely one that the sweep repeats.
 """
 from __future__ import annotations
 
@@ -154,10 +156,16 @@ def main(argv: list[str] | None = None) -> None:
     if not runs:
         raise StageError(f"no finished experiment with {args.metrics} in the input; run a sweep first, e.g. "
                          "dvc exp run --queue -S 'train.seed=range(0,5)' && dvc exp run --run-all")
-    if not any(args.seed_key in r.params for r in runs):
-        raise StageError(f"no experiment has a param {args.seed_key!r}; pass the one the sweep varies as --seed-key")
+    # An experiment that leaves the seed null ran with its recipe's seed, most likely one the sweep repeats.
+    unseeded = [r.name for r in runs if r.params.get(args.seed_key) is None]
+    runs = [r for r in runs if r.params.get(args.seed_key) is not None]
+    if not runs:
+        raise StageError(f"no experiment sets {args.seed_key!r}; pass the param the sweep varies as --seed-key")
     groups = group_by_params(runs, args.seed_key)
-    print(f"{len(runs)} runs in {len(groups)} group(s); {args.metrics}, grouped by every param but {args.seed_key}\n")
+    print(f"{len(runs)} runs in {len(groups)} group(s); {args.metrics}, grouped by every param but {args.seed_key}")
+    if unseeded:
+        print(f"left out {len(unseeded)} experiment(s) that do not set {args.seed_key}: {', '.join(unseeded)}")
+    print()
     print(summarize(groups, args.metric, args.seed_key))
 
 
