@@ -69,7 +69,7 @@ def mismatched_test_sets(baseline_actual: list[str], actual: list[str]) -> str |
         return f"the baseline has {len(baseline_actual)} test images, this run {len(actual)}"
     for row, (old, new) in enumerate(zip(baseline_actual, actual), start=2):  # row 1 is the header
         if old != new:
-            return f"row {row} is a {old!r} in the baseline but a {new!r} here"
+            return f"row {row} is {old!r} in the baseline but {new!r} here"
     return None
 
 

@@ -153,7 +153,7 @@ def test_significant_overall_drop_fails_and_a_significant_gain_passes(tmp_path, 
 
 @pytest.mark.parametrize("change, message", [
     (lambda rows: rows[:-10], "the baseline has 1000 test images, this run 990"),
-    (lambda rows: [["dog", rows[0][1]]] + rows[1:], "row 2 is a 'airplane' in the baseline but a 'dog' here"),
+    (lambda rows: [["dog", rows[0][1]]] + rows[1:], "row 2 is 'airplane' in the baseline but 'dog' here"),
 ])
 def test_different_test_sets_are_never_paired(tmp_path, params, capsys, change, message):
     before = baseline_rows()
