@@ -1,7 +1,9 @@
 """Stage 4: score the trained model on the test split.
 
 Writes `--metrics` (accuracy, loss, macro F1, and per-class accuracy, precision,
-recall and F1 keyed by class name, so `dvc metrics diff` shows each class),
+recall and F1 keyed by class name, so `dvc metrics diff` shows each class; beside
+each accuracy its Wilson 95% interval as `accuracy_low`/`accuracy_high` and
+`per_class_accuracy_low`/`_high`, flat numbers that `dvc metrics diff` compares),
 `--confusion` (one row per test image, actual and predicted class name, as DVC's
 confusion plot template reads), `--per-class` (a row per class for the bar
 chart) and `--grid` (a PNG with the first test images of each class, a row per
@@ -23,6 +25,7 @@ from .common import (StageError, atomic_path, check_normalization, choose_device
                      write_json)
 from .models import load_model, predict_logits
 from .params import load_params
+from .stats import wilson_interval
 
 log = logging.getLogger("stages")
 GRID_PER_CLASS = 8  # the grid shows the first 8 test images of each class: the same ones in every run
@@ -58,15 +61,33 @@ def class_report(predicted: torch.Tensor, actual: torch.Tensor, classes: list[st
             (("precision", precision), ("recall", recall), ("f1", f1))}
 
 
+def accuracy_intervals(predicted: torch.Tensor, actual: torch.Tensor, classes: list[str]) -> dict:
+    """Wilson 95% bounds of the overall and each per-class accuracy, as flat keys beside the accuracies:
+    how far the test set's size alone lets an accuracy move (1,000 images at 90%: about +-1.9 points)."""
+    right = predicted == actual
+    hits = torch.bincount(actual[right], minlength=len(classes)).tolist()
+    totals = torch.bincount(actual, minlength=len(classes)).tolist()
+    overall = wilson_interval(int(right.sum()), len(actual))
+    per_class = [wilson_interval(h, n) for h, n in zip(hits, totals)]
+    return {"accuracy_low": overall[0], "accuracy_high": overall[1],
+            "per_class_accuracy_low": {c: low for c, (low, _) in zip(classes, per_class)},
+            "per_class_accuracy_high": {c: high for c, (_, high) in zip(classes, per_class)}}
+
+
 def test_metrics(logits: torch.Tensor, labels: torch.Tensor, classes: list[str]) -> dict:
     predicted = logits.argmax(1)
     report = class_report(predicted, labels, classes)
+    intervals = accuracy_intervals(predicted, labels, classes)
     return {
         "accuracy": (predicted == labels).float().mean().item(),
+        "accuracy_low": intervals["accuracy_low"],
+        "accuracy_high": intervals["accuracy_high"],
         "loss": F.cross_entropy(logits, labels).item(),
         "test_images": len(labels),
         "macro_f1": sum(report["f1"].values()) / len(classes),
         "per_class_accuracy": report["recall"],
+        "per_class_accuracy_low": intervals["per_class_accuracy_low"],
+        "per_class_accuracy_high": intervals["per_class_accuracy_high"],
         "per_class_precision": report["precision"],
         "per_class_recall": report["recall"],
         "per_class_f1": report["f1"],
@@ -130,10 +151,12 @@ def main(argv: list[str] | None = None) -> None:
     model = load_model(args.model, meta, device)
     logits = tta_logits(model, test["images"].to(device), p.batch_size, p.tta).cpu()
     metrics = test_metrics(logits, test["labels"], test["classes"])
-    log.info("test accuracy %.2f%% loss %.4f on %d images (tta: %s)", 100 * metrics["accuracy"], metrics["loss"],
-             metrics["test_images"], p.tta)
+    log.info("test accuracy %.2f%% (95%% interval %.2f-%.2f) loss %.4f on %d images (tta: %s)",
+             100 * metrics["accuracy"], 100 * metrics["accuracy_low"], 100 * metrics["accuracy_high"],
+             metrics["loss"], metrics["test_images"], p.tta)
     for name, acc in metrics["per_class_accuracy"].items():
-        log.info("  %-12s %.1f%%", name, 100 * acc)
+        log.info("  %-12s %.1f%% (%.1f-%.1f)", name, 100 * acc, 100 * metrics["per_class_accuracy_low"][name],
+                 100 * metrics["per_class_accuracy_high"][name])
 
     classes = pd.Series(test["classes"])
     actual, predicted = classes[test["labels"].numpy()].tolist(), classes[logits.argmax(1).numpy()].tolist()

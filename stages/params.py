@@ -81,6 +81,7 @@ class EvaluateParams:
 class GateParams:
     min_accuracy: float  # stages.gate fails below this test accuracy (fraction, 0..1)
     max_drop: float  # ...or when accuracy fell by more than this against a baseline (fraction)
+    alpha: float  # ...or when the paired test finds a drop significant at this level (McNemar, Holm per class)
 
 
 @dataclass(frozen=True)
@@ -234,6 +235,7 @@ def _check_ranges(p: Params, overridden: set[str]) -> list[str]:
         ("evaluate.batch_size", p.evaluate.batch_size, p.evaluate.batch_size >= 1, ">= 1"),
         ("gate.min_accuracy", p.gate.min_accuracy, 0 <= p.gate.min_accuracy <= 1, "in [0, 1]"),
         ("gate.max_drop", p.gate.max_drop, 0 <= p.gate.max_drop <= 1, "in [0, 1]"),
+        ("gate.alpha", p.gate.alpha, 0 < p.gate.alpha < 1, "in (0, 1), e.g. 0.05"),
         ("evaluate.device", p.evaluate.device, bool(DEVICE_RE.match(p.evaluate.device)),
          "auto, cpu, cuda, cuda:N or mps"),
     ]

@@ -11,6 +11,7 @@ import torch
 
 from stages import evaluate, train
 from stages.common import StageError
+from stages.stats import wilson_interval
 from tests.conftest import write_params
 
 CLASSES = ["a", "b", "c"]
@@ -25,6 +26,24 @@ def test_metrics_on_crafted_logits():
     assert m["per_class_accuracy"] == {"a": 0.5, "b": 1.0, "c": 0.0}
     assert m["test_images"] == 6
     assert m["loss"] == pytest.approx(torch.nn.functional.cross_entropy(logits, labels).item())
+
+
+def test_wilson_intervals_beside_each_accuracy_as_flat_keys():
+    labels = torch.tensor([0, 0, 1, 1, 2, 2])
+    predicted = torch.tensor([0, 1, 1, 1, 0, 0])
+    m = evaluate.test_metrics(torch.nn.functional.one_hot(predicted, 3).float(), labels, CLASSES)
+    assert (m["accuracy_low"], m["accuracy_high"]) == pytest.approx(wilson_interval(3, 6))
+    assert m["accuracy_low"] < m["accuracy"] < m["accuracy_high"]
+    assert m["per_class_accuracy_low"] == pytest.approx({"a": wilson_interval(1, 2)[0], "b": wilson_interval(2, 2)[0],
+                                                         "c": 0.0})
+    assert m["per_class_accuracy_high"] == pytest.approx({"a": wilson_interval(1, 2)[1], "b": 1.0,
+                                                          "c": wilson_interval(0, 2)[1]})
+    # a class without test images: no information, the whole range
+    m = evaluate.test_metrics(torch.nn.functional.one_hot(torch.tensor([0, 0]), 3).float(), torch.tensor([0, 0]),
+                              CLASSES)
+    assert (m["per_class_accuracy_low"]["c"], m["per_class_accuracy_high"]["c"]) == (0.0, 1.0)
+    assert all(isinstance(v, float) for k in ("per_class_accuracy_low", "per_class_accuracy_high")
+               for v in m[k].values())
 
 
 def test_class_without_test_images_scores_zero_not_nan():
@@ -64,6 +83,9 @@ def test_writes_metrics_and_confusion_rows(tmp_path, trained, prepared):
     assert (confusion["actual"] == confusion["predicted"]).mean() == pytest.approx(metrics["accuracy"])
     per_class = (confusion["actual"] == confusion["predicted"]).groupby(confusion["actual"]).mean()
     assert per_class.to_dict() == pytest.approx(metrics["per_class_accuracy"])
+    right = confusion["actual"] == confusion["predicted"]
+    assert (metrics["accuracy_low"], metrics["accuracy_high"]) == pytest.approx(wilson_interval(right.sum(), 50))
+    assert set(metrics["per_class_accuracy_low"]) == set(metrics["per_class_accuracy_high"]) == set(test["classes"])
 
 
 def test_weights_of_another_shape_are_a_clear_error(tmp_path, trained, prepared):

@@ -81,6 +81,9 @@ def test_repro_skip_rerun_diff_and_repeatability(project):
         json.loads(sh(project, "dvc", "metrics", "diff", "--json", "--all"))["metrics/metrics.json"])
     assert "accuracy" in changed or "loss" in changed
     assert changed["loss"]["old"] != changed["loss"]["new"]
+    everything = json.loads(sh(project, "dvc", "metrics", "diff", "--json", "--all"))["metrics/metrics.json"]
+    for key in ("accuracy_low", "accuracy_high", "per_class_accuracy_low.cat", "per_class_accuracy_high.cat"):
+        assert isinstance(everything[key]["new"], float) and "diff" in everything[key]  # numbers, with a change
 
     sh(project, "dvc", "plots", "show", "--out", "plots_html")
     html = (project / "plots_html/index.html").read_text()
@@ -153,13 +156,21 @@ def test_queued_sweep_gate_and_ci_summary(project):
     sh(project, "git", "commit", "-qm", "baseline run")
     base = project / "base-metrics.json"
     shutil.copy(project / "metrics/metrics.json", base)
+    base_confusion = project / "base-confusion.csv"
+    shutil.copy(project / "metrics/confusion.csv", base_confusion)
 
-    sh(project, "dvc", "exp", "run", "--queue", "-S", "train.lr=0.005,0.02")
+    # DVC 3.67's Hydra sweeper expands range(0,2) to seeds 0 and 1: a 2 x 2 grid
+    sh(project, "dvc", "exp", "run", "--queue", "-S", "train.lr=0.005,0.02", "-S", "train.seed=range(0,2)")
     sh(project, "dvc", "exp", "run", "--run-all", "-j", "1")
     shown = json.loads(sh(project, "dvc", "exp", "show", "--json"))
     runs = [exp for row in shown for exp in (row.get("experiments") or [])]
-    lrs = sorted(run["revs"][0]["data"]["params"]["params.yaml"]["data"]["train"]["lr"] for run in runs)
-    assert lrs == [0.005, 0.02]
+    grid = sorted((run["revs"][0]["data"]["params"]["params.yaml"]["data"]["train"]["lr"],
+                   run["revs"][0]["data"]["params"]["params.yaml"]["data"]["train"]["seed"]) for run in runs)
+    assert grid == [(0.005, 0), (0.005, 1), (0.02, 0), (0.02, 1)]
+    summary = sh(project, sys.executable, "-m", "stages.seeds")  # runs `dvc exp show --json` itself
+    assert summary.startswith("4 runs in 2 group(s)")
+    assert "| train.lr=0.005 | 2 | 0, 1 | " in summary and "| train.lr=0.02 | 2 | 0, 1 | " in summary
+    assert "| cat | " in summary
     accuracies = [run["revs"][0]["data"]["metrics"]["metrics/metrics.json"]["data"]["accuracy"] for run in runs]
     assert all(0 <= a <= 1 for a in accuracies)
 
@@ -167,6 +178,10 @@ def test_queued_sweep_gate_and_ci_summary(project):
     assert "up to date" in sh(project, "dvc", "status")
     out = sh(project, sys.executable, "-m", "stages.gate", "--baseline", str(base))
     assert "PASS accuracy" in out and "within gate.max_drop" in out
+    out = sh(project, sys.executable, "-m", "stages.gate", "--baseline", str(base), "--baseline-confusion",
+             str(base_confusion))  # --confusion defaults to dvc.yaml's path: the same run, so nothing changed
+    assert ("PASS paired test, overall (50 images): accuracy" in out and "right only before 0, right only now 0; "
+            "McNemar p=1 (not significant at gate.alpha 0.05)" in out)
     params = yaml.safe_load((project / "params.yaml").read_text())
     params["gate"]["min_accuracy"] = 0.999
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))

@@ -98,7 +98,8 @@ def test_passing_pr_with_a_committed_lock(origin, tmp_path):
     assert summary.startswith("## Pipeline check: passed")
     assert "PASS dvc.lock matches the committed code and params" in summary
     assert "- baseline: the base" in summary
-    assert "PASS accuracy change -0.0000 against baseline" in summary and "within gate.max_drop 0.0300" in summary
+    assert "PASS accuracy change +0.0000 against baseline" in summary and "within gate.max_drop 0.0300" in summary
+    assert "PASS paired test, overall (50 images)" in summary  # the gate got both confusion files
     # Same repository and cache: nothing is downloaded again, the base's unchanged stages are restored.
     assert "Running stage" not in output and output.count("Stage 'download' is cached") == 2
     for cls in CLASSES:
@@ -122,6 +123,7 @@ def test_pr_whose_accuracy_drops_fails_with_the_reason(origin, tmp_path):
     assert code == 1
     assert summary.startswith("## Pipeline check: failed")
     assert "FAIL accuracy change -" in summary and "beyond gate.max_drop 0.0200" in summary
+    assert "FAIL paired test, overall (50 images)" in summary and "significant drop" in summary
     assert "| train.lr | 0.01 | 1e-06 |" in summary
 
 

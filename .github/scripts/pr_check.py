@@ -254,8 +254,9 @@ def run_baseline(repo: Path, base: str, overrides: dict[str, Any], work: Path, k
 def gate_command(pr: Path, baseline: Path | None) -> list[str]:
     """THE GATE, in one place. pr/ and baseline/ each hold metrics.json and confusion.csv side by side."""
     cmd = [sys.executable, "-m", "stages.gate", "--params", "params.yaml", "--metrics", str(pr / "metrics.json")]
+    cmd += ["--confusion", str(pr / "confusion.csv")]
     if baseline is not None:
-        cmd += ["--baseline", str(baseline / "metrics.json")]
+        cmd += ["--baseline", str(baseline / "metrics.json"), "--baseline-confusion", str(baseline / "confusion.csv")]
     return cmd
 
 
