@@ -7,6 +7,7 @@ import shutil
 import pandas as pd
 import pytest
 import torch
+import yaml
 from torch import nn
 
 from stages import train
@@ -114,3 +115,17 @@ def test_processes_other_than_rank_0_write_nothing(tmp_path):
     with epoch_log(tmp_path / "log.csv", tmp_path / "live", enabled=False) as on_epoch:
         assert on_epoch is None
     assert list(tmp_path.iterdir()) == []
+
+
+def test_dvc_yaml_declares_the_live_folder_its_metrics_and_the_model_artifact():
+    from dvc.repo import Repo
+
+    spec = yaml.safe_load((PROJECT / "dvc.yaml").read_text())
+    train_stage = spec["stages"]["train"]
+    assert "--live ${paths.live}" in train_stage["cmd"]
+    assert "${paths.live}" in train_stage["outs"]  # a plain entry: cached, so the run cache stays on
+    assert "${paths.live}/metrics.json" in spec["metrics"]
+    with Repo(str(PROJECT)) as repo:  # DVC's own reading, vars resolved
+        artifact = repo.artifacts.read()["dvc.yaml"]["cifar10-classifier"]
+    assert (artifact.path, artifact.type) == ("data/model.pth", "model")
+    assert artifact.desc and {"cifar10", "pytorch"} <= set(artifact.labels)
