@@ -13,17 +13,24 @@ import pytest
 from tests.test_pipeline_e2e import ENV, make_project, sh
 
 pytestmark = pytest.mark.e2e
-LIVE_ENV = {**ENV, "DVC_STUDIO_OFFLINE": "1"}  # never post to a Studio account configured on this machine
 
 
 def live_step(project) -> int | None:
     """The epoch DVC reports for the running experiment (`dvc metrics show` in the workspace)."""
-    result = subprocess.run(["dvc", "metrics", "show", "--json"], cwd=project, env=LIVE_ENV, capture_output=True,
+    result = subprocess.run(["dvc", "metrics", "show", "--json"], cwd=project, env=ENV, capture_output=True,
                             text=True)  # stderr: a warning while train.json is being remade
     assert result.returncode == 0, result.stderr
     shown = json.loads(result.stdout)  # keyed by revision; "" is the workspace
     data = shown.get("", {}).get("data", {}).get("metrics/live/metrics.json", {}).get("data")
     return data.get("step") if data else None
+
+
+def exp_show_step(project) -> int:
+    """The epoch in the workspace row of `dvc exp show`."""
+    rows = json.loads(subprocess.run(["dvc", "exp", "show", "--json"], cwd=project, env=ENV, capture_output=True,
+                                     text=True, check=True).stdout)
+    workspace = next(row for row in rows if row["rev"] == "workspace")
+    return workspace["data"]["metrics"]["metrics/live/metrics.json"]["data"]["step"]
 
 
 def file_step(path) -> int:
@@ -40,11 +47,11 @@ def test_metrics_dvc_reports_change_while_the_train_stage_runs(tmp_path, archive
     sh(project, "git", "commit", "-qm", "baseline run")
     train_json, live_json = project / "metrics/train.json", project / "metrics/live/metrics.json"
 
-    proc = subprocess.Popen(["dvc", "exp", "run", "-S", "train.epochs=12"], cwd=project, env=LIVE_ENV,
+    proc = subprocess.Popen(["dvc", "exp", "run", "-S", "train.epochs=12"], cwd=project, env=ENV,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     # Whenever the live file shows a new epoch, freeze the run (dvc and the stage: one process group)
     # and ask DVC, so that slow `dvc metrics show` calls on a busy machine cannot outlast training.
-    reported, last = [], 0
+    reported, last, in_exp_show = [], 0, None
     deadline = time.monotonic() + 600
     try:
         while proc.poll() is None and len(set(reported)) < 2 and time.monotonic() < deadline:
@@ -58,6 +65,8 @@ def test_metrics_dvc_reports_change_while_the_train_stage_runs(tmp_path, archive
                     shown = live_step(project)
                     if shown:
                         reported.append(shown)
+                        if in_exp_show is None:
+                            in_exp_show = (shown, exp_show_step(project))
                     last = step
             finally:
                 os.killpg(proc.pid, signal.SIGCONT)
@@ -67,9 +76,8 @@ def test_metrics_dvc_reports_change_while_the_train_stage_runs(tmp_path, archive
             os.killpg(proc.pid, signal.SIGKILL)
     assert len(set(reported)) >= 2, f"dvc metrics show during the train stage reported epochs {reported}"
     assert reported == sorted(reported) and all(1 <= s < 12 for s in reported)
-    assert live_step(project) == 12  # and after the run, the last epoch
-    shown = json.loads(sh(project, "dvc", "exp", "show", "--json"))
-    assert '"metrics/live/metrics.json"' in json.dumps(shown)
+    assert in_exp_show[0] == in_exp_show[1]  # `dvc exp show` sees the same epoch in the workspace row
+    assert live_step(project) == 12 and exp_show_step(project) == 12  # and after the run, the last epoch
 
 
 def test_model_registry_entry_resolves_through_a_local_remote(tmp_path, archive):
@@ -94,7 +102,7 @@ def test_model_registry_entry_resolves_through_a_local_remote(tmp_path, archive)
     assert (consumer / "v1.pth").read_bytes() == (project / "data/model.pth").read_bytes()
 
     missing = subprocess.run(["dvc", "artifacts", "get", str(shared), "no-such-model"], cwd=consumer,
-                             env=LIVE_ENV, capture_output=True, text=True)
+                             env=ENV, capture_output=True, text=True)
     assert missing.returncode == 1 and "no-such-model" in missing.stderr + missing.stdout
 
     from dvc.api import artifacts_show
