@@ -7,7 +7,8 @@ and slices batches off it: what a shuffled DataLoader with per-sample
 transforms does, minus the per-sample Python work. Writes the weights as a
 plain state_dict (`--model`), what inference needs beside them (`--model-meta`:
 model name and width, classes, normalization, the effective train params), a
-small metrics file (`--metrics`) and a CSV row per epoch for DVC plots (`--history`).
+small metrics file (`--metrics`), and after every epoch a CSV row for DVC plots (`--history`)
+and a DVCLive step (`--live`), so a running experiment is visible (stages/tracking.py).
 """
 from __future__ import annotations
 
@@ -21,9 +22,9 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
-import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -36,6 +37,7 @@ from .distributed import SINGLE, Dist, all_max, all_sum, launch_command, setup, 
 from .models import build_model, predict_logits
 from .params import Params, TrainParams, load_params
 from .precision import choose_precision
+from .tracking import epoch_log
 
 log = logging.getLogger("stages")
 AUGMENT_CHUNK = 8192  # images augmented at once: bounds the padded copy's memory
@@ -201,14 +203,18 @@ def make_trainer(p: TrainParams, model: nn.Module, steps_per_epoch: int) -> Trai
 
 
 def fit(t: Trainer, final_model: nn.Module, train: dict, val: dict, p: TrainParams,
-        checkpoint: Path | None = None, identity: dict | None = None, dist: Dist = SINGLE) -> list[dict]:
+        checkpoint: Path | None = None, identity: dict | None = None, dist: Dist = SINGLE,
+        on_epoch: Callable[[list[dict]], None] | None = None) -> list[dict]:
     """Train for p.epochs, logging one line per epoch; return the per-epoch history.
 
     With `checkpoint`, the full training state is saved there after every epoch, and a
     checkpoint of the same `identity` (params and data) found at the start is resumed.
+    `on_epoch(history)` runs after every epoch's checkpoint, and once for a resumed history.
     """
     generator = torch.Generator().manual_seed(p.seed)
     history = resume(checkpoint, identity, t, generator, p.epochs) if checkpoint else []
+    if history and on_epoch:
+        on_epoch(history)
     steps = math.ceil(len(train["labels"]) / p.batch_size)
     for epoch in range(len(history) + 1, p.epochs + 1):
         start = time.perf_counter()
@@ -233,6 +239,8 @@ def fit(t: Trainer, final_model: nn.Module, train: dict, val: dict, p: TrainPara
         history.append(row)
         if checkpoint and dist.is_main:
             save_checkpoint(checkpoint, identity, t, generator, history)
+        if on_epoch:
+            on_epoch(history)
     return history
 
 
@@ -292,6 +300,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--model-meta", type=Path, required=True, help="output: JSON with what inference needs")
     ap.add_argument("--metrics", type=Path, required=True, help="output: JSON with training figures")
     ap.add_argument("--history", type=Path, required=True, help="output: CSV with one row per epoch (DVC plots)")
+    ap.add_argument("--live", type=Path, help="output: DVCLive folder, updated after every epoch")
     ap.add_argument("--checkpoint", type=Path, help="training state saved every epoch and resumed from")
     args = ap.parse_args(argv)
     params = load_params(args.params)
@@ -344,7 +353,8 @@ def train_on(args: argparse.Namespace, params: Params, device: torch.device, dis
     identity = None if args.checkpoint is None else {
         "train_params": {k: v for k, v in dataclasses.asdict(p).items() if k != "device"},
         "data": {name: file_md5(args.prepared / name) for name in ("train.pt", "val.pt")}}
-    history = fit(trainer, final_model, train, val, p, args.checkpoint, identity, dist)
+    with epoch_log(args.history, args.live, enabled=dist.is_main) as on_epoch:
+        history = fit(trainer, final_model, train, val, p, args.checkpoint, identity, dist, on_epoch)
     if not dist.is_main:
         return
 
@@ -353,8 +363,6 @@ def train_on(args: argparse.Namespace, params: Params, device: torch.device, dis
     write_json(args.model_meta, {"model": p.model, "width": p.width, "num_classes": len(train["classes"]),
                                  "classes": train["classes"], "mean": train["mean"], "std": train["std"],
                                  "train_params": dataclasses.asdict(p)})
-    with atomic_path(args.history) as tmp:
-        pd.DataFrame(history).to_csv(tmp, index=False)
     total = sum(row["seconds"] for row in history)
     final = {k: v for k, v in history[-1].items()
              if v is not None and k not in ("epoch", "seconds", "images_per_second", "lr")}

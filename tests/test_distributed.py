@@ -42,11 +42,11 @@ def run_stage(tmp_path, prepared, nproc):
     out.mkdir()
     params = write_params(out / "params.yaml", **{"train.epochs": 2, "train.batch_size": 8, "train.lr": 0.01,
                                                   "train.momentum": 0.9, "train.device": "cpu"})
-    env = {**os.environ, "CIFAR_NPROC": str(nproc)}
+    env = {**os.environ, "CIFAR_NPROC": str(nproc), "DVC_STUDIO_OFFLINE": "1"}
     result = subprocess.run([sys.executable, "-m", "stages.train", "--params", str(params), "--prepared",
                              str(prepared), "--model", str(out / "model.pth"), "--model-meta", str(out / "m.json"),
                              "--metrics", str(out / "train.json"), "--history", str(out / "log.csv"),
-                             "--checkpoint", str(out / "ckpt.pt")],
+                             "--checkpoint", str(out / "ckpt.pt"), "--live", str(out / "live")],
                             cwd=PROJECT, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     return out, result.stderr
@@ -63,5 +63,8 @@ def test_two_gloo_processes_train_the_same_model_as_one(tmp_path, prepared):
     assert m2["processes"] == 2 and m1["processes"] == 1
     assert m2["val_accuracy"] == pytest.approx(m1["val_accuracy"], abs=0.05)
     assert m2["train_loss"] == pytest.approx(m1["train_loss"], rel=1e-4)
-    assert sorted(p.name for p in two.iterdir()) == ["ckpt.pt", "log.csv", "m.json", "model.pth", "params.yaml",
-                                                     "train.json"]  # one set of outputs, from rank 0
+    assert sorted(p.name for p in two.iterdir()) == ["ckpt.pt", "live", "log.csv", "m.json", "model.pth",
+                                                     "params.yaml", "train.json"]  # one set of outputs, from rank 0
+    live = json.loads((two / "live/metrics.json").read_text())
+    assert live["step"] == 2 and live["train"]["loss"] == pytest.approx(m2["train_loss"])
+    assert (two / "live/plots/metrics/train/loss.tsv").read_text().count("\n") == 3  # header + 2 epochs, once

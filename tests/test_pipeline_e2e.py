@@ -20,7 +20,8 @@ COPIED = ["stages", "dvc.yaml", "params.yaml", ".dvc/config", ".dvc/.gitignore",
           "pyproject.toml"]
 ENV = {**os.environ, "PATH": f"{os.path.dirname(sys.executable)}{os.pathsep}{os.environ['PATH']}",
        "DVC_NO_ANALYTICS": "1", "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com",
-       "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com"}
+       "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com",
+       "DVC_STUDIO_OFFLINE": "1"}  # train's DVCLive must not post to a Studio account set up on this machine
 
 
 def sh(cwd, *cmd: str) -> str:
@@ -214,6 +215,9 @@ def test_kill_9_mid_training_then_repro_resumes_to_the_same_result(tmp_path, arc
     assert ran(out) == {"train", "evaluate"}
     assert (killed / "metrics/metrics.json").read_bytes() == (whole / "metrics/metrics.json").read_bytes()
     assert (killed / "data/model.pth").read_bytes() == (whole / "data/model.pth").read_bytes()
+    for name in ("train/loss", "train/accuracy", "lr"):  # the live records too: every epoch once
+        path = f"metrics/live/plots/metrics/{name}.tsv"
+        assert (killed / path).read_text() == (whole / path).read_text()
 
 
 def test_push_to_a_local_remote_then_fresh_clone_and_pull_is_up_to_date(project, tmp_path):

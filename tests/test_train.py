@@ -31,10 +31,11 @@ class TutorialNet(nn.Module):
 def run_train(tmp_path, prepared, checkpoint=None, **dotted):
     tmp_path.mkdir(exist_ok=True)
     params = write_params(tmp_path / "params.yaml", **{"train.epochs": 2, "train.device": "cpu", **dotted})
-    out = {name: tmp_path / name for name in ("model.pth", "model.json", "train.json", "train_log.csv")}
+    out = {name: tmp_path / name for name in ("model.pth", "model.json", "train.json", "train_log.csv", "live")}
     train.main(["--params", str(params), "--prepared", str(prepared), "--model", str(out["model.pth"]),
                 "--model-meta", str(out["model.json"]), "--metrics", str(out["train.json"]),
-                "--history", str(out["train_log.csv"])] + (["--checkpoint", str(checkpoint)] if checkpoint else []))
+                "--history", str(out["train_log.csv"]), "--live", str(out["live"])]
+               + (["--checkpoint", str(checkpoint)] if checkpoint else []))
     return out
 
 
