@@ -1,8 +1,8 @@
 """`train.precision: auto`: bf16 autocast where the hardware runs it natively, fp32 elsewhere.
 
-Without native bf16 a CPU emulates it through fp32 conversions: measured on a 2-core
-AVX2-only machine, one step of the `cpu` recipe ran 14x slower in bf16 than in fp32
-(BENCHMARKS.md). So `auto` asks for bf16 only where it is fast: a CUDA device that
+Without native bf16 a CPU emulates it through fp32 conversions: measured on two 2-core
+AVX2-only machines, one step of the `cpu` recipe ran 10x and 14x slower in bf16 than in
+fp32 (BENCHMARKS.md, section 3b). So `auto` asks for bf16 only where it is fast: a CUDA device that
 supports it, or a CPU with AVX512-BF16 or AMX whose kernels are allowed to use them
 (`ATEN_CPU_CAPABILITY` and `ONEDNN_MAX_CPU_ISA` can cap PyTorch below what the chip has).
 """
