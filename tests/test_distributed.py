@@ -63,8 +63,9 @@ def test_two_gloo_processes_train_the_same_model_as_one(tmp_path, prepared):
     assert m2["processes"] == 2 and m1["processes"] == 1
     assert m2["val_accuracy"] == pytest.approx(m1["val_accuracy"], abs=0.05)
     assert m2["train_loss"] == pytest.approx(m1["train_loss"], rel=1e-4)
-    assert sorted(p.name for p in two.iterdir()) == ["ckpt.pt", "live", "log.csv", "m.json", "model.pth",
-                                                     "params.yaml", "train.json"]  # one set of outputs, from rank 0
+    # One set of outputs, from rank 0; the finished run's checkpoint is gone.
+    assert sorted(p.name for p in two.iterdir()) == ["live", "log.csv", "m.json", "model.pth", "params.yaml",
+                                                     "train.json"]
     live = json.loads((two / "live/metrics.json").read_text())
     assert live["step"] == 2 and live["train"]["loss"] == pytest.approx(m2["train_loss"])
     assert (two / "live/plots/metrics/train/loss.tsv").read_text().count("\n") == 3  # header + 2 epochs, once
