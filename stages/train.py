@@ -367,8 +367,7 @@ def train_on(args: argparse.Namespace, params: Params, device: torch.device, dis
     final = {k: v for k, v in history[-1].items()
              if v is not None and k not in ("epoch", "seconds", "images_per_second", "lr")}
     write_json(args.metrics, {**final, "recipe": p.recipe, "epochs": p.epochs, "precision": p.precision,
-                              "train_seconds": total,
-                              "device": str(device), "processes": dist.world,
+                              "train_seconds": total, "device": str(device), "processes": dist.world,
                               "images_per_second": len(train["labels"]) * p.epochs / total})
     if args.checkpoint is not None:
         args.checkpoint.unlink(missing_ok=True)  # the run is finished: -f or a new run trains from scratch
