@@ -7,7 +7,7 @@ over epochs: no process start, data loading or compile warm-up), then the mean,
 and each stage's wall seconds and peak memory.
 
     python benchmarks/recipe.py --archive /path/cifar-10-python.tar.gz --md5 182e9d6f9f54ceeea150cb85e6c574de \
-        --recipe cpu [--seeds 0 1 2 3 4] [--set train.epochs=8 --set evaluate.tta=flip] [--json out.json]
+        --recipe cpu [--seeds 0 1 2 3 4] [--set train.optim.epochs=8 --set evaluate.tta=flip] [--json out.json]
 """
 from __future__ import annotations
 
@@ -44,7 +44,7 @@ def main() -> None:
         stages = run_stages(work, only=("download", "prepare"))
         for seed in args.seeds:
             params = yaml.safe_load((work / "params.yaml").read_text())
-            (work / "params.yaml").write_text(yaml.safe_dump(set_dotted(params, {"train.seed": seed}),
+            (work / "params.yaml").write_text(yaml.safe_dump(set_dotted(params, {"train.numerics.seed": seed}),
                                                              sort_keys=False))
             seed_stages = run_stages(work, only=("train", "evaluate"))
             runs.append({"seed": seed, **results(work), "stages": seed_stages})

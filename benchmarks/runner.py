@@ -87,7 +87,7 @@ def parse_set(items: list[str]) -> dict:
     """--set KEY=VALUE arguments as dotted params overrides, values read as YAML."""
     pairs = [item.split("=", 1) for item in items]
     if any(len(p) != 2 for p in pairs):
-        raise SystemExit("--set takes KEY=VALUE, e.g. --set train.epochs=8")
+        raise SystemExit("--set takes KEY=VALUE, e.g. --set train.optim.epochs=8")
     return {key: yaml.safe_load(value) for key, value in pairs}
 
 

@@ -23,6 +23,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from .common import (StageError, atomic_path, check_normalization, choose_device, require_file, run_stage,
                      write_json)
+from .flops import inference_flops
 from .models import load_model, predict_logits
 from .params import load_params
 from .stats import wilson_interval
@@ -31,17 +32,34 @@ log = logging.getLogger("stages")
 GRID_PER_CLASS = 8  # the grid shows the first 8 test images of each class: the same ones in every run
 
 
-def tta_logits(model: torch.nn.Module, images: torch.Tensor, batch_size: int, tta: str) -> torch.Tensor:
-    """Mean logits over test-time views: the images, their mirror images ("flip"), and with
-    "flip-shift" both of those shifted one pixel left and right (reflect padding)."""
-    views = [images]
-    if tta in ("flip", "flip-shift"):
-        views.append(images.flip(3))
+def tta_views(images: torch.Tensor, tta: str) -> list[tuple[float, torch.Tensor]]:
+    """(weight, view) pairs whose weighted logits are averaged, for an evaluate.tta mode.
+
+    flip: the images and their mirror images. flip-shift: those, and both shifted one pixel left
+    and right (reflect padding), all weighted equally. airbench (airbench94's level 2): the mirror
+    pair unshifted, weight 0.5 in all, and shifted one pixel up-left and one down-right, 0.25 each.
+    """
+    if tta == "none":
+        return [(1.0, images)]
+    pairs = [images, images.flip(3)]
+    if tta == "flip":
+        return [(0.5, v) for v in pairs]
     if tta == "flip-shift":
-        padded = [F.pad(v, (1, 1, 0, 0), mode="reflect") for v in views[:2]]
-        views += [p[..., :-2] for p in padded] + [p[..., 2:] for p in padded]
-    return torch.stack([predict_logits(model, v, batch_size, desc=f"evaluate view {i + 1}/{len(views)}")
-                        for i, v in enumerate(views)]).mean(0)
+        padded = [F.pad(v, (1, 1, 0, 0), mode="reflect") for v in pairs]
+        views = pairs + [p[..., :-2] for p in padded] + [p[..., 2:] for p in padded]
+        return [(1 / len(views), v) for v in views]
+    if tta == "airbench":
+        padded = F.pad(images, (1,) * 4, mode="reflect")  # (N, C, 34, 34)
+        shifted = [padded[..., :-2, :-2], padded[..., 2:, 2:]]
+        return [(0.25, v) for v in pairs] + [(0.125, v) for s in shifted for v in (s, s.flip(3))]
+    raise ValueError(f"Invalid tta {tta!r}. Only none, flip, flip-shift, airbench are supported.")
+
+
+def tta_logits(model: torch.nn.Module, images: torch.Tensor, batch_size: int, tta: str) -> torch.Tensor:
+    """Weighted mean of the logits over the test-time views of `tta` (tta_views)."""
+    views = tta_views(images, tta)
+    return sum(w * predict_logits(model, v, batch_size, desc=f"evaluate view {i + 1}/{len(views)}")
+               for i, (w, v) in enumerate(views))
 
 
 def per_class_accuracy(predicted: torch.Tensor, actual: torch.Tensor, classes: list[str]) -> dict[str, float]:
@@ -149,8 +167,11 @@ def main(argv: list[str] | None = None) -> None:
         raise StageError(f"{args.model_meta}: model classes {meta['classes']} differ from "
                          f"{args.prepared / 'test.pt'} classes {test['classes']}")
     model = load_model(args.model, meta, device)
-    logits = tta_logits(model, test["images"].to(device), p.batch_size, p.tta).cpu()
-    metrics = test_metrics(logits, test["labels"], test["classes"])
+    images = test["images"].to(device)
+    logits = tta_logits(model, images, p.batch_size, p.tta).cpu()
+    views = len(tta_views(images[:1], p.tta))
+    metrics = {**test_metrics(logits, test["labels"], test["classes"]), "tta_views": views,
+               "eval_flops": inference_flops(model, images[:2], views * len(images))}
     log.info("test accuracy %.2f%% (95%% interval %.2f-%.2f) loss %.4f on %d images (tta: %s)",
              100 * metrics["accuracy"], 100 * metrics["accuracy_low"], 100 * metrics["accuracy_high"],
              metrics["loss"], metrics["test_images"], p.tta)

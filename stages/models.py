@@ -5,15 +5,52 @@
 - resnet: a ResNet-9 in the style of David Page's fast CIFAR-10 trainer (94% in
   24 epochs at width 64), with BatchNorm; `width` sets the first block's channels
   and the others follow as 2x, 4x, 8x.
+- airbench: the network of Keller Jordan's airbench94 (94% in about 3.8 s on an
+  A100): a 2x2 patch-whitening conv, three conv-pool-BN-act-conv-BN-act groups,
+  a max-pool, a linear head and a fixed output scale.
+
+The train.model params (activation, BatchNorm settings, output scale, dirac init)
+apply to resnet and airbench alike, so an ablation can switch one at a time;
+mlp and cnn stay the tutorial's networks, attribute for attribute.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from .common import StageError, progress, require_file
+from .params import ModelParams
+
+ACTIVATIONS = {"relu": lambda: nn.ReLU(inplace=True), "gelu": nn.GELU, "celu": lambda: nn.CELU(inplace=True)}
+
+
+@dataclass(frozen=True)
+class Blocks:
+    """How the conv blocks of resnet and airbench are built (from train.model)."""
+
+    activation: str = "relu"
+    bn_momentum: float = 0.1
+    bn_eps: float = 1e-5
+    bn_weight: str = "train"  # "frozen": scales stay at 1 (not trained, not decayed)
+    dirac_init: bool = False
+
+    def act(self) -> nn.Module:
+        return ACTIVATIONS[self.activation]()
+
+    def norm(self, channels: int) -> nn.BatchNorm2d:
+        bn = nn.BatchNorm2d(channels, eps=self.bn_eps, momentum=self.bn_momentum)
+        bn.weight.requires_grad_(self.bn_weight == "train")
+        return bn
+
+    def conv(self, c_in: int, c_out: int) -> nn.Conv2d:
+        conv = nn.Conv2d(c_in, c_out, 3, padding=1, bias=False)
+        if self.dirac_init:
+            # The first c_in filters pass their input through unchanged: a block starts near identity.
+            nn.init.dirac_(conv.weight.data[:min(c_in, c_out)])
+        return conv
 
 
 class MLP(nn.Module):
@@ -51,17 +88,17 @@ class CNN(nn.Module):
         return self.fc3(torch.relu(self.fc2(torch.relu(self.fc1(x)))))
 
 
-def conv_bn(c_in: int, c_out: int, pool: bool = False) -> nn.Sequential:
-    layers = [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
+def conv_bn(c_in: int, c_out: int, blocks: Blocks, pool: bool = False) -> nn.Sequential:
+    layers = [blocks.conv(c_in, c_out), blocks.norm(c_out), blocks.act()]
     if pool:
         layers.insert(1, nn.MaxPool2d(2))  # pool before BN: same result, 4x less BN work
     return nn.Sequential(*layers)
 
 
 class Residual(nn.Module):
-    def __init__(self, channels: int):
+    def __init__(self, channels: int, blocks: Blocks):
         super().__init__()
-        self.body = nn.Sequential(conv_bn(channels, channels), conv_bn(channels, channels))
+        self.body = nn.Sequential(conv_bn(channels, channels, blocks), conv_bn(channels, channels, blocks))
 
     def forward(self, x):
         return x + self.body(x)
@@ -70,35 +107,95 @@ class Residual(nn.Module):
 class ResNet9(nn.Module):
     """prep -> (conv, pool, residual) -> (conv, pool) -> (conv, pool, residual) -> max-pool -> linear."""
 
-    def __init__(self, num_classes: int = 10, width: int = 64):
+    def __init__(self, num_classes: int = 10, width: int = 64, blocks: Blocks = Blocks(), output_scale: float = 0.125):
         super().__init__()
-        w = width
+        w, b = width, blocks
         self.net = nn.Sequential(
-            conv_bn(3, w),                                   # (N, w, 32, 32)
-            conv_bn(w, 2 * w, pool=True), Residual(2 * w),   # (N, 2w, 16, 16)
-            conv_bn(2 * w, 4 * w, pool=True),                # (N, 4w, 8, 8)
-            conv_bn(4 * w, 8 * w, pool=True), Residual(8 * w),  # (N, 8w, 4, 4)
+            conv_bn(3, w, b),                                      # (N, w, 32, 32)
+            conv_bn(w, 2 * w, b, pool=True), Residual(2 * w, b),   # (N, 2w, 16, 16)
+            conv_bn(2 * w, 4 * w, b, pool=True),                   # (N, 4w, 8, 8)
+            conv_bn(4 * w, 8 * w, b, pool=True), Residual(8 * w, b),  # (N, 8w, 4, 4)
             nn.AdaptiveMaxPool2d(1), nn.Flatten(),
             nn.Linear(8 * w, num_classes, bias=False),
         )
+        # Page's 0.125: keeps early logits small so a high lr does not blow up.
+        self.output_scale = output_scale
 
     def forward(self, x):
-        # Page's 0.125 output scale: keeps early logits small so a high lr does not blow up.
-        return self.net(x) * 0.125
+        return self.net(x) * self.output_scale
 
 
-MODELS = {"mlp": MLP, "cnn": CNN, "resnet": ResNet9}
+class ConvGroup(nn.Module):
+    """airbench's block: conv, 2x2 max-pool, BN, act, conv, BN, act (pooling first: 4x less work after it)."""
+
+    def __init__(self, c_in: int, c_out: int, blocks: Blocks):
+        super().__init__()
+        self.conv1, self.pool, self.norm1 = blocks.conv(c_in, c_out), nn.MaxPool2d(2), blocks.norm(c_out)
+        self.conv2, self.norm2, self.act = blocks.conv(c_out, c_out), blocks.norm(c_out), blocks.act()
+
+    def forward(self, x):
+        x = self.act(self.norm1(self.pool(self.conv1(x))))
+        return self.act(self.norm2(self.conv2(x)))
 
 
-def build_model(name: str, num_classes: int, width: int = 64) -> nn.Module:
-    if name not in MODELS:
-        raise ValueError(f"Invalid model {name!r}. Only {', '.join(MODELS)} are supported.")
-    return MODELS[name](num_classes=num_classes, width=width)
+class Airbench(nn.Module):
+    """airbench94's network: whiten (2x2 conv, 24 channels) -> act -> 3 ConvGroups -> 3x3 max-pool -> linear.
+
+    With `whiten`, the first conv's weights are set from training patches by
+    stages.whitening.init_whitening and stay frozen; only its bias trains (for
+    optim.whiten_bias_epochs). Without it, it is an ordinary trained conv.
+    """
+
+    WHITEN_WIDTH = 2 * 3 * 2 * 2  # 12 eigen-patches of 2x2x3 pixels, and their negatives
+
+    def __init__(self, num_classes: int = 10, widths: tuple[int, int, int] = (64, 256, 256),
+                 blocks: Blocks = Blocks(), output_scale: float = 1 / 9, whiten: bool = True):
+        super().__init__()
+        self.whiten = nn.Conv2d(3, self.WHITEN_WIDTH, 2, padding=0, bias=True)  # (N, 24, 31, 31)
+        self.whiten.weight.requires_grad_(not whiten)
+        self.act = blocks.act()
+        w1, w2, w3 = widths
+        self.groups = nn.Sequential(ConvGroup(self.WHITEN_WIDTH, w1, blocks),  # (N, w1, 15, 15)
+                                    ConvGroup(w1, w2, blocks),                 # (N, w2, 7, 7)
+                                    ConvGroup(w2, w3, blocks))                 # (N, w3, 3, 3)
+        self.pool = nn.MaxPool2d(3)
+        self.head = nn.Linear(w3, num_classes, bias=False)
+        self.output_scale = output_scale
+
+    def forward(self, x):  # (N, 3, 32, 32)
+        x = self.pool(self.groups(self.act(self.whiten(x)))).flatten(1)  # (N, w3)
+        return self.head(x) * self.output_scale
+
+
+MODELS = {"mlp": MLP, "cnn": CNN, "resnet": ResNet9, "airbench": Airbench}
+
+
+def build_model(spec: ModelParams, num_classes: int) -> nn.Module:
+    """The network train.model describes (unfitted: airbench's whitening is set by the train stage)."""
+    if spec.name not in MODELS:
+        raise ValueError(f"Invalid model {spec.name!r}. Only {', '.join(MODELS)} are supported.")
+    blocks = Blocks(spec.activation, spec.bn_momentum, spec.bn_eps, spec.bn_weight, spec.dirac_init)
+    if spec.name == "resnet":
+        return ResNet9(num_classes, spec.width, blocks, spec.output_scale)
+    if spec.name == "airbench":
+        return Airbench(num_classes, tuple(spec.widths), blocks, spec.output_scale, spec.whiten)
+    return MODELS[spec.name](num_classes=num_classes)
+
+
+def model_spec(meta: dict) -> ModelParams:
+    """train.model as model.json records it; model.json files from before train.model was a group
+    (only "model" and "width") load as the resnet/mlp/cnn they were."""
+    recorded = meta.get("train_params", {}).get("model")
+    if isinstance(recorded, dict):
+        return ModelParams(**recorded)
+    defaults = {"widths": [64, 256, 256], "activation": "relu", "output_scale": 0.125, "whiten": False,
+                "whiten_eps": 5e-4, "dirac_init": False, "bn_momentum": 0.1, "bn_eps": 1e-5, "bn_weight": "train"}
+    return ModelParams(name=meta["model"], width=meta["width"], **defaults)
 
 
 def load_model(weights: Path, meta: dict, device: torch.device) -> nn.Module:
     """The model model.json describes, with the trained weights from `weights`, on `device`."""
-    model = build_model(meta["model"], num_classes=meta["num_classes"], width=meta["width"])
+    model = build_model(model_spec(meta), num_classes=meta["num_classes"])
     try:
         model.load_state_dict(torch.load(require_file(weights, "model weights"), map_location="cpu",
                                          weights_only=True))

@@ -42,38 +42,90 @@ class PrepareParams:
 
 
 @dataclass(frozen=True)
-class TrainParams:
-    """The effective train values: a recipe from `recipes`, with train.* overrides on top."""
+class ModelParams:
+    name: Literal["mlp", "cnn", "resnet", "airbench"]
+    width: int  # resnet: channels of the first block (then 2x, 4x, 8x)
+    widths: list[int]  # airbench: channels of its 3 conv groups (airbench94: 64, 256, 256)
+    activation: Literal["relu", "gelu", "celu"]  # resnet and airbench
+    output_scale: float  # resnet and airbench: logits multiplier (Page 0.125, airbench 1/9)
+    whiten: bool  # airbench: first layer a frozen 2x2 patch-whitening conv (stages/whitening.py)
+    whiten_eps: float  # added to the patch covariance's eigenvalues before dividing by their root
+    dirac_init: bool  # resnet and airbench: 3x3 convs start as identity maps on their first channels
+    bn_momentum: float  # BatchNorm running-statistics momentum, PyTorch's meaning (airbench's 0.6 = 0.4 here)
+    bn_eps: float
+    bn_weight: Literal["train", "frozen"]  # frozen: every BatchNorm scale stays at 1
 
-    recipe: str  # name of the entry in `recipes` these values start from
-    model: Literal["mlp", "cnn", "resnet"]
-    width: int  # resnet: channels of the first block (then 2x, 4x, 8x); mlp and cnn ignore it
+
+@dataclass(frozen=True)
+class OptimParams:
     optimizer: Literal["sgd", "adamw"]
-    lr: float  # peak learning rate per step
+    # per-step: lr and weight_decay as torch.optim takes them. per-1024: airbench's units, stated per
+    # 1,024 images and momentum-normalized, so changing batch_size or momentum keeps their meaning.
+    units: Literal["per-step", "per-1024"]
+    lr: float  # peak learning rate, in `units`
     momentum: float  # SGD momentum, 0 = plain SGD (adamw ignores it)
     nesterov: bool  # SGD Nesterov momentum (needs momentum > 0)
-    weight_decay: float  # L2 (sgd) or decoupled (adamw) weight decay
-    schedule: Literal["constant", "onecycle", "cosine"]  # lr over steps after warm-up
-    warmup: float  # fraction of all steps spent ramping lr linearly from 0 to its peak
+    weight_decay: float  # L2 (sgd) or decoupled (adamw) weight decay, in `units`
+    bn_bias_lr: float  # lr multiplier for BatchNorm biases (airbench: 64); their decay is divided by it
+    muon: bool  # conv filters by Muon (stages/optimizers.py), the rest by `optimizer`
+    muon_lr: float  # Muon's peak lr, per step (airbench94 Muon: 0.24)
+    muon_momentum: float  # Muon's Nesterov momentum (airbench94 Muon: 0.6)
     label_smoothing: float  # cross-entropy label smoothing, 0 = off
-    ema: float  # per-step decay of an exponential moving average of the weights; 0 = off
     batch_size: int  # images per optimizer step
     epochs: int  # full passes over the training split
-    crop_pad: int  # random-crop augmentation: pad by this many pixels (reflect) and crop 32x32; 0 = off
-    flip: bool  # random horizontal flip augmentation
-    # bf16 = autocast to bfloat16; auto = bf16 where it runs natively (stages/precision.py), else fp32
+    schedule: Literal["constant", "linear", "cosine"]  # lr after warm-up: flat, or down to decay_to linearly/cosine
+    warmup: float  # fraction of all steps spent ramping lr linearly from warmup_from x peak to the peak
+    warmup_from: float  # lr factor at the first step (0 = from zero; airbench 0.2)
+    decay_to: float  # lr factor at the last step of linear/cosine (0 = down to zero; airbench 0.07)
+    whiten_bias_epochs: int  # airbench with whiten: epochs in which the whitening conv's bias trains
+
+
+@dataclass(frozen=True)
+class AugmentParams:
+    crop_pad: int  # random translation: reflect-pad by this many pixels and crop 32x32; 0 = off (airbench 2)
+    flip: Literal["none", "random", "alternate"]  # alternate: each image flipped on every other epoch
+
+
+@dataclass(frozen=True)
+class AverageParams:
+    ema: float  # per-step decay of an exponential moving average of the weights, saved instead; 0 = off
+    # Lookahead (stages/averaging.py): every lookahead_every steps the weights are pulled to a slow copy,
+    # with decay lookahead x (step / steps)^3, so early steps are free; the slow copy is saved. 0 = off.
+    lookahead: float  # peak decay (airbench: 0.95^5 = 0.774)
+    lookahead_every: int  # steps between lookahead updates (airbench: 5)
+
+
+@dataclass(frozen=True)
+class NumericsParams:
+    # bf16 = autocast to bfloat16 (BatchNorm stays fp32); auto = bf16 where it runs natively
+    # (stages/precision.py), else fp32
     precision: Literal["auto", "fp32", "bf16"]
     channels_last: bool  # NHWC memory layout, faster convolutions on GPUs
-    compile: bool  # torch.compile the model (pays a warm-up once per run)
+    compile: bool  # torch.compile the model (pays its warm-up once per run, before the first epoch)
+    cudnn_benchmark: bool  # CUDA: let cuDNN time its kernels once and keep the fastest (fixed shapes)
     deterministic: bool  # deterministic algorithms only (CUDA: slower, bit-repeatable); CPU runs always are
     seed: int  # weight init, shuffling and augmentation
     device: str  # auto (CUDA when available, else CPU), cpu, cuda, cuda:N, mps
 
 
 @dataclass(frozen=True)
+class TrainParams:
+    """The effective train values: a recipe from `recipes`, with train.* overrides on top."""
+
+    recipe: str  # name of the entry in `recipes` these values start from
+    model: ModelParams
+    optim: OptimParams
+    augment: AugmentParams
+    average: AverageParams
+    numerics: NumericsParams
+
+
+@dataclass(frozen=True)
 class EvaluateParams:
     batch_size: int  # images per forward pass; does not change the metrics
-    tta: Literal["none", "flip", "flip-shift"]  # average logits over flipped (and 1-pixel shifted) views
+    # Logits averaged over test views: flip (mirror), flip-shift (+-1 pixel horizontally, equal weights),
+    # airbench (mirror x {unshifted 0.5, 1 pixel up-left 0.25, 1 pixel down-right 0.25}).
+    tta: Literal["none", "flip", "flip-shift", "airbench"]
     device: str  # as train.device
 
 
@@ -93,7 +145,9 @@ class Params:
     gate: GateParams
 
 
-TRAIN_KEYS = [f.name for f in fields(TrainParams)]
+TRAIN_GROUPS = [f.name for f in fields(TrainParams) if f.name != "recipe"]
+TRAIN_KEYS = [f"{group}.{f.name}" for group in TRAIN_GROUPS
+              for f in fields(get_type_hints(TrainParams)[group])]  # dotted, as in train.optim.lr
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:
@@ -122,7 +176,8 @@ def parse_params(raw: Any, source: str = "params") -> Params:
         errors.extend(_check_recipes(recipes))
         train = raw.get("train")
         if isinstance(train, dict) and isinstance(recipes, dict):
-            overridden = {k for k, v in train.items() if v is not None and k != "recipe"}
+            overridden = {f"{group}.{k}" for group in TRAIN_GROUPS if isinstance(train.get(group), dict)
+                          for k, v in train[group].items() if v is not None}
             train = _resolve_recipe(train, recipes, errors)
         raw = {k: v for k, v in raw.items() if k != "recipes"} | {"train": train}
     params = _build(Params, raw, "", errors)
@@ -153,7 +208,13 @@ def _resolve_recipe(train: dict, recipes: dict, errors: list[str]) -> dict:
         errors.append(f"train.recipe: got {_show(name)}; expected one of {', '.join(map(repr, recipes))}")
         return train
     base = recipes[name] if isinstance(recipes[name], dict) else {}
-    return {**base, **{k: v for k, v in train.items() if v is not None}}
+    resolved = {**base, "recipe": name}
+    for key, value in train.items():
+        if key in TRAIN_GROUPS and isinstance(value, dict) and isinstance(base.get(key), dict):
+            resolved[key] = {**base[key], **{k: v for k, v in value.items() if v is not None}}
+        elif key != "recipe":
+            resolved[key] = value  # not a known group: _build names it
+    return resolved
 
 
 def _build(cls: type, raw: Any, prefix: str, errors: list[str]) -> Any:
@@ -249,23 +310,39 @@ def _check_ranges(p: Params, overridden: set[str]) -> list[str]:
 
 
 def _train_rules(t: TrainParams, prefix: str, keys: set[str]) -> list[str]:
-    """Range errors among `keys` of a train section (recipes are checked on their own)."""
+    """Range errors among dotted `keys` of a train section (recipes are checked on their own)."""
+    m, o, a, v, n = t.model, t.optim, t.augment, t.average, t.numerics
     rules = [
-        ("lr", t.lr > 0, "> 0"),
-        ("momentum", 0 <= t.momentum < 1, "in [0, 1)"),
-        ("nesterov", not t.nesterov or t.momentum > 0, "false unless momentum > 0"),
-        ("width", t.width >= 1, ">= 1"),
-        ("weight_decay", t.weight_decay >= 0, ">= 0"),
-        ("warmup", 0 <= t.warmup < 1, "in [0, 1)"),
-        ("label_smoothing", 0 <= t.label_smoothing < 1, "in [0, 1)"),
-        ("ema", 0 <= t.ema < 1, "in [0, 1)"),
-        ("batch_size", t.batch_size >= 1, ">= 1"),
-        ("epochs", t.epochs >= 1, ">= 1"),
-        ("crop_pad", 0 <= t.crop_pad <= 16, "in 0..16"),
-        ("device", bool(DEVICE_RE.match(t.device)), "auto, cpu, cuda, cuda:N or mps"),
+        ("model.width", m.width, m.width >= 1, ">= 1"),
+        ("model.widths", m.widths, len(m.widths) == 3 and min(m.widths) >= 1, "3 channel counts, each >= 1"),
+        ("model.output_scale", m.output_scale, m.output_scale > 0, "> 0"),
+        ("model.whiten_eps", m.whiten_eps, m.whiten_eps > 0, "> 0"),
+        ("model.bn_momentum", m.bn_momentum, 0 < m.bn_momentum <= 1, "in (0, 1]"),
+        ("model.bn_eps", m.bn_eps, m.bn_eps > 0, "> 0"),
+        ("optim.lr", o.lr, o.lr > 0, "> 0"),
+        ("optim.momentum", o.momentum, 0 <= o.momentum < 1, "in [0, 1)"),
+        ("optim.nesterov", o.nesterov, not o.nesterov or o.momentum > 0, "false unless momentum > 0"),
+        ("optim.units", o.units, o.units == "per-step" or o.optimizer == "sgd", "per-step unless optimizer is sgd"),
+        ("optim.weight_decay", o.weight_decay, o.weight_decay >= 0, ">= 0"),
+        ("optim.bn_bias_lr", o.bn_bias_lr, o.bn_bias_lr > 0, "> 0"),
+        ("optim.muon_lr", o.muon_lr, o.muon_lr > 0, "> 0"),
+        ("optim.muon_momentum", o.muon_momentum, 0 <= o.muon_momentum < 1, "in [0, 1)"),
+        ("optim.label_smoothing", o.label_smoothing, 0 <= o.label_smoothing < 1, "in [0, 1)"),
+        ("optim.batch_size", o.batch_size, o.batch_size >= 1, ">= 1"),
+        ("optim.epochs", o.epochs, o.epochs >= 1, ">= 1"),
+        ("optim.warmup", o.warmup, 0 <= o.warmup < 1, "in [0, 1)"),
+        ("optim.warmup_from", o.warmup_from, 0 <= o.warmup_from <= 1, "in [0, 1]"),
+        ("optim.decay_to", o.decay_to, 0 <= o.decay_to <= 1, "in [0, 1]"),
+        ("optim.whiten_bias_epochs", o.whiten_bias_epochs, o.whiten_bias_epochs >= 0, ">= 0"),
+        ("augment.crop_pad", a.crop_pad, 0 <= a.crop_pad <= 16, "in 0..16"),
+        ("average.ema", v.ema, 0 <= v.ema < 1, "in [0, 1)"),
+        ("average.lookahead", v.lookahead, 0 <= v.lookahead < 1, "in [0, 1)"),
+        ("average.lookahead_every", v.lookahead_every, v.lookahead_every >= 1, ">= 1"),
+        ("average.ema", v.ema, not (v.ema and v.lookahead), "0 when average.lookahead is on (one average at a time)"),
+        ("numerics.device", n.device, bool(DEVICE_RE.match(n.device)), "auto, cpu, cuda, cuda:N or mps"),
     ]
-    return [f"{prefix}{key}: got {getattr(t, key)!r}; must be {rule}"
-            for key, ok, rule in rules if not ok and key in keys]
+    return [f"{prefix}{key}: got {value!r}; must be {rule}"
+            for key, value, ok, rule in rules if not ok and key in keys]
 
 
 def _check_stats(key: str, value: Any, positive: bool) -> list[str]:

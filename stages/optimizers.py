@@ -1,0 +1,116 @@
+"""Optimizers from train.optim: parameter groups with their own lr, airbench's units, and Muon.
+
+Parameter groups: BatchNorm biases get lr x bn_bias_lr and weight decay / bn_bias_lr (the
+product, which sets how fast decay shrinks them, is unchanged); with `muon`, conv filters
+(4-D weights) go to Muon and everything else to `optimizer`. Parameters frozen when the
+model is built (airbench's whitening filters, BatchNorm scales with bn_weight frozen) are
+left out.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .params import OptimParams
+
+NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)  # Keller Jordan's quintic Newton-Schulz iteration
+
+
+def step_values(p: OptimParams) -> tuple[float, float]:
+    """(lr, weight_decay) per step for a mean-reduced loss, as torch.optim takes them.
+
+    per-1024 (airbench94): lr and decay are per 1,024 images of a summed loss, with the lr divided
+    by Nesterov momentum's gain so steps match gradients in scale whatever the momentum:
+    k = 1024 (1 + 1 / (1 - momentum)), step lr = lr * batch_size / k, step decay = weight_decay / k.
+    Then per image, both the step and the decay stay the same when batch_size changes.
+    """
+    if p.units == "per-step":
+        return p.lr, p.weight_decay
+    k = 1024 * (1 + 1 / (1 - p.momentum))
+    return p.lr * p.batch_size / k, p.weight_decay / k
+
+
+def param_groups(model: nn.Module, lr: float, weight_decay: float, bn_bias_lr: float,
+                 split_filters: bool) -> tuple[list[dict], list[nn.Parameter]]:
+    """(groups for the main optimizer, conv filters split off for Muon, empty unless split_filters)."""
+    bn_biases = {id(m.bias) for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)}
+    filters, biases, rest = [], [], []
+    for param in model.parameters():
+        if not param.requires_grad:
+            continue
+        if split_filters and param.ndim == 4:
+            filters.append(param)
+        elif id(param) in bn_biases:
+            biases.append(param)
+        else:
+            rest.append(param)
+    groups = [{"params": rest, "lr": lr, "weight_decay": weight_decay}]
+    if biases:
+        groups.append({"params": biases, "lr": lr * bn_bias_lr, "weight_decay": weight_decay / bn_bias_lr})
+    return groups, filters
+
+
+def make_optimizers(p: OptimParams, model: nn.Module) -> list[torch.optim.Optimizer]:
+    """The main optimizer, and Muon for the conv filters when p.muon; each group's peak lr in "peak_lr"."""
+    lr, decay = step_values(p)
+    groups, filters = param_groups(model, lr, decay, p.bn_bias_lr, split_filters=p.muon)
+    if p.optimizer == "sgd":
+        optimizers = [torch.optim.SGD(groups, lr=lr, momentum=p.momentum, nesterov=p.nesterov)]
+    elif p.optimizer == "adamw":
+        optimizers = [torch.optim.AdamW(groups, lr=lr)]
+    else:
+        raise ValueError(f"Invalid optimizer {p.optimizer!r}. Only sgd, adamw are supported.")
+    if filters:
+        optimizers.append(Muon(filters, lr=p.muon_lr, momentum=p.muon_momentum))
+    for optimizer in optimizers:
+        for group in optimizer.param_groups:
+            group["peak_lr"] = group["lr"]
+    return optimizers
+
+
+def set_lr(optimizers: list[torch.optim.Optimizer], factor: float) -> None:
+    """Every group's lr = its peak lr x factor (the schedule's value for the coming step)."""
+    for optimizer in optimizers:
+        for group in optimizer.param_groups:
+            group["lr"] = group["peak_lr"] * factor
+
+
+def orthogonalize(g: torch.Tensor, steps: int = 5, eps: float = 1e-7) -> torch.Tensor:
+    """About U V^T of g = U S V^T (2-D), by Newton-Schulz: singular values land near 1 (in about
+    0.5..1.5, which trains as well), singular vectors are kept. bf16 on CUDA, fp32 elsewhere
+    (CPUs without native bf16 emulate it slowly)."""
+    a, b, c = NS_COEFFICIENTS
+    x = g.bfloat16() if g.is_cuda else g.float()
+    tall = x.size(0) > x.size(1)
+    if tall:
+        x = x.T
+    x = x / (x.norm() + eps)  # spectral norm <= Frobenius norm <= 1: inside the iteration's range
+    for _ in range(steps):
+        gram = x @ x.T
+        x = a * x + (b * gram + c * gram @ gram) @ x
+    return (x.T if tall else x).to(g.dtype)
+
+
+class Muon(torch.optim.Optimizer):
+    """Muon (Keller Jordan) as airbench94_muon uses it on conv filters (out, in, k, k):
+    Nesterov momentum, each filter bank's update orthogonalized as a (out, in*k*k) matrix, weights
+    renormalized to Frobenius norm sqrt(out) before each step. torch.optim.Muon (torch >= 2.9)
+    takes only 2-D parameters, so conv filters need this one."""
+
+    def __init__(self, params, lr: float, momentum: float, nesterov: bool = True):
+        super().__init__(params, {"lr": lr, "momentum": momentum, "nesterov": nesterov})
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                if "momentum_buffer" not in state:
+                    state["momentum_buffer"] = torch.zeros_like(p.grad)
+                buf = state["momentum_buffer"]
+                buf.mul_(group["momentum"]).add_(p.grad)
+                g = p.grad.add(buf, alpha=group["momentum"]) if group["nesterov"] else buf
+                p.mul_(len(p) ** 0.5 / p.norm())
+                p.add_(orthogonalize(g.reshape(len(g), -1)).view_as(p), alpha=-group["lr"])

@@ -1,0 +1,281 @@
+"""The training loop: a Trainer built once from train params, one epoch at a time, checkpoints.
+
+The training split stays on the device. Each epoch shuffles it with a seeded
+permutation, augments the whole shuffled copy there in a few batched tensor ops
+(stages/augment.py), and slices batches off it: what a shuffled DataLoader with
+per-sample transforms does, minus the per-sample Python work.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.optim.swa_utils import AveragedModel
+
+from .augment import augment, flip_mask
+from .averaging import Lookahead, make_ema
+from .common import StageError, atomic_path, progress
+from .distributed import SINGLE, Dist, all_max, all_sum
+from .models import Airbench, predict_logits
+from .optimizers import make_optimizers, set_lr
+from .params import TrainParams
+from .schedules import lr_factor
+
+log = logging.getLogger("stages")
+FLIP_BASE_SEED = 0x5EED  # offset of the generator that draws alternate flips' per-image coins
+
+
+class NonFiniteLoss(StageError):
+    def __init__(self, step: int, steps: int):
+        super().__init__(f"loss became NaN or infinite at step {step + 1} of {steps}")
+        self.step, self.steps = step, steps
+
+
+@dataclasses.dataclass
+class Trainer:
+    """What an optimizer step needs besides the batch; built once from the train params by make_trainer."""
+
+    model: nn.Module  # what runs forward (a torch.compile wrapper when compiling, DDP with several ranks)
+    optimizers: list[torch.optim.Optimizer]
+    lr_at: Callable[[int], float] | None = None  # step (0-based over the run) -> factor of the peak lr
+    ema: AveragedModel | None = None
+    lookahead: Lookahead | None = None
+    label_smoothing: float = 0.0
+    autocast_dtype: torch.dtype | None = None
+    crop_pad: int = 0
+    flip: str = "none"
+    flip_base: torch.Tensor | None = None  # alternate flips: one coin per training image, drawn once
+    channels_last: bool = False
+    module: nn.Module | None = None  # the plain model under a compile/DDP wrapper; None = `model` itself
+    whiten_bias: nn.Parameter | None = None  # trains in epochs 1..whiten_bias_epochs only
+    whiten_bias_epochs: int = 0
+
+    @property
+    def weights(self) -> nn.Module:
+        return self.module if self.module is not None else self.model
+
+    @property
+    def final(self) -> nn.Module:
+        """The model that is validated and saved: the EMA copy when there is one."""
+        return self.ema.module if self.ema is not None else self.weights
+
+    def autocast(self, device: torch.device):
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        # BatchNorm's weights and statistics stay fp32: autocast leaves module parameters alone.
+        return torch.autocast(device.type, dtype=self.autocast_dtype)
+
+
+def make_trainer(p: TrainParams, model: nn.Module, steps_per_epoch: int, train_images: int = 0,
+                 forward: nn.Module | None = None) -> Trainer:
+    """Optimizers, lr schedule, averaging, precision and layout as the params ask, around `model`.
+
+    `forward` is what runs the batches (a torch.compile wrapper of model); default: model itself.
+    """
+    o, n = p.optim, p.numerics
+    if n.precision == "auto":
+        raise ValueError("train.numerics.precision 'auto' must be resolved first (stages.precision)")
+    total = o.epochs * steps_per_epoch
+    optimizers = make_optimizers(o, model)
+    lr_at = None
+    if o.schedule != "constant" or o.warmup > 0:
+        lr_at = lambda step: lr_factor(step, total, o.warmup, o.schedule, o.warmup_from, o.decay_to)  # noqa: E731
+        set_lr(optimizers, lr_at(0))
+    ema = make_ema(model, p.average.ema) if p.average.ema else None
+    lookahead = Lookahead(model, p.average.lookahead, p.average.lookahead_every, total) if p.average.lookahead else None
+    flip_base = None
+    if p.augment.flip == "alternate":
+        flip_base = torch.rand(train_images, generator=torch.Generator().manual_seed(n.seed + FLIP_BASE_SEED)) < 0.5
+    whiten_bias = model.whiten.bias if isinstance(model, Airbench) and p.model.whiten else None
+    return Trainer(forward if forward is not None else model, optimizers, lr_at, ema, lookahead,
+                   o.label_smoothing, torch.bfloat16 if n.precision == "bf16" else None, p.augment.crop_pad,
+                   p.augment.flip, flip_base, n.channels_last, module=model, whiten_bias=whiten_bias,
+                   whiten_bias_epochs=o.whiten_bias_epochs)
+
+
+def train_epoch(t: Trainer, images: torch.Tensor, labels: torch.Tensor, batch_size: int,
+                generator: torch.Generator, epoch: int = 1, first_step: int = 0, desc: str = "",
+                dist: Dist = SINGLE) -> tuple[float, float]:
+    """One pass over a seeded shuffle of the (augmented) data; return (mean loss, accuracy).
+
+    `epoch` (1-based) picks alternate flips and whether the whitening bias trains; `first_step`
+    is this epoch's first step over the whole run, for the lr schedule and lookahead. With several
+    ranks, every rank draws the same shuffle and takes its share of each global batch.
+    """
+    t.model.train()
+    order = torch.randperm(len(labels), generator=generator)
+    if t.flip == "alternate":
+        flips = flip_mask(len(labels), "alternate", epoch, t.flip_base, generator)[order]
+    else:
+        flips = flip_mask(len(labels), t.flip, epoch, None, generator)
+    order = order.to(images.device)
+    images, labels = images[order], labels[order]  # one gather per epoch; batches below are views
+    if t.crop_pad or flips is not None:
+        images = augment(images, t.crop_pad, flips, generator)
+    if t.channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
+    # Set to None after backward rather than frozen with requires_grad, so a compiled graph stays valid.
+    drop_whiten_grad = t.whiten_bias is not None and epoch > t.whiten_bias_epochs
+    loss_sum = torch.zeros((), device=images.device)
+    correct = torch.zeros((), dtype=torch.long, device=images.device)
+    first_bad = torch.full((), -1, dtype=torch.long, device=images.device)  # first step with a non-finite loss
+    seen = 0
+    starts = range(0, len(labels), batch_size)
+    for step, start in enumerate(progress(starts, total=len(starts), desc=desc, unit="step")):
+        x, y = images[start:start + batch_size], labels[start:start + batch_size]
+        if dist.world > 1:
+            if len(y) < dist.world:
+                continue  # a last batch too small to give every rank an image: all ranks skip it
+            x, y = x.tensor_split(dist.world)[dist.rank], y.tensor_split(dist.world)[dist.rank]
+        # A compiled model gets one shape: a short last batch runs uncompiled instead of recompiling.
+        forward = t.model if len(y) * dist.world >= min(batch_size, len(labels)) else t.weights
+        with t.autocast(images.device):
+            logits = forward(x)
+            loss = F.cross_entropy(logits, y, label_smoothing=t.label_smoothing)
+        for optimizer in t.optimizers:
+            optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if drop_whiten_grad:
+            t.whiten_bias.grad = None
+        for optimizer in t.optimizers:
+            optimizer.step()
+        if t.lr_at is not None:
+            set_lr(t.optimizers, t.lr_at(first_step + step + 1))
+        if t.ema is not None:
+            t.ema.update_parameters(t.weights)
+        if t.lookahead is not None:
+            t.lookahead.step(first_step + step)
+        # Summed on the device: no host sync per step.
+        seen += len(y)
+        loss_sum += loss.detach().float() * len(y)
+        correct += (logits.detach().argmax(1) == y).sum()
+        first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss.detach()), step, first_bad)
+    if all_max(first_bad, dist).item() >= 0:
+        raise NonFiniteLoss(first_bad.item(), len(starts))
+    # Sums over all ranks of (loss * images, correct, images trained on).
+    totals = all_sum(torch.stack([loss_sum.double(), correct.double(),
+                                  torch.tensor(float(seen), dtype=torch.float64, device=images.device)]), dist)
+    return (totals[0] / totals[2]).item(), (totals[1] / totals[2]).item()
+
+
+def warm_up(t: Trainer, images: torch.Tensor, labels: torch.Tensor, batch_size: int) -> float:
+    """Run one forward and backward pass of a full batch and undo its effects (BatchNorm statistics,
+    gradients): a compiled model pays its compile here, outside the timed epochs. Returns seconds."""
+    start = time.perf_counter()
+    saved = {k: v.clone() for k, v in t.weights.state_dict().items()}
+    t.model.train()
+    x = images[:batch_size]
+    if t.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    with t.autocast(images.device):
+        loss = F.cross_entropy(t.model(x), labels[:batch_size])
+    loss.backward()
+    for optimizer in t.optimizers:
+        optimizer.zero_grad(set_to_none=True)
+    t.weights.load_state_dict(saved)
+    if images.device.type == "cuda":
+        torch.cuda.synchronize(images.device)
+    return time.perf_counter() - start
+
+
+def score(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int) -> tuple[float, float]:
+    """(mean loss, accuracy) of the model on a split."""
+    logits = predict_logits(model, images, batch_size)
+    return F.cross_entropy(logits, labels).item(), (logits.argmax(1) == labels).float().mean().item()
+
+
+def fit(t: Trainer, train: dict, val: dict, p: TrainParams, checkpoint: Path | None = None,
+        identity: dict | None = None, dist: Dist = SINGLE,
+        on_epoch: Callable[[list[dict]], None] | None = None) -> list[dict]:
+    """Train for p.optim.epochs, logging one line per epoch; return the per-epoch history.
+
+    With `checkpoint`, the full training state is saved there after every epoch, and a
+    checkpoint of the same `identity` (params and data) found at the start is resumed.
+    `on_epoch(history)` runs after every epoch's checkpoint, and once for a resumed history.
+    Lookahead's slow weights become the model's at the end.
+    """
+    o = p.optim
+    generator = torch.Generator().manual_seed(p.numerics.seed)
+    history = resume(checkpoint, identity, t, generator, o.epochs) if checkpoint else []
+    if history and on_epoch:
+        on_epoch(history)
+    steps = math.ceil(len(train["labels"]) / o.batch_size)
+    for epoch in range(len(history) + 1, o.epochs + 1):
+        start = time.perf_counter()
+        try:
+            loss, acc = train_epoch(t, train["images"], train["labels"], o.batch_size, generator, epoch,
+                                    (epoch - 1) * steps, desc=f"epoch {epoch}/{o.epochs}", dist=dist)
+        except NonFiniteLoss as err:
+            step = (epoch - 1) * steps + err.step
+            lr = t.optimizers[0].param_groups[0]["peak_lr"] * (t.lr_at(step) if t.lr_at else 1.0)
+            raise StageError(f"{err} of epoch {epoch} (lr {lr:.4g}); no model written. Lower train.optim.lr, "
+                             "add train.optim.warmup, or check the data") from None
+        if epoch == o.epochs and t.lookahead is not None:
+            t.lookahead.finish()
+        if train["images"].device.type == "cuda":
+            torch.cuda.synchronize(train["images"].device)
+        seconds = time.perf_counter() - start
+        row = {"epoch": epoch, "train_loss": loss, "train_accuracy": acc, "seconds": seconds,
+               "images_per_second": len(train["labels"]) / seconds,
+               "lr": t.optimizers[0].param_groups[0]["lr"]}
+        line = f"epoch {epoch}/{o.epochs} loss {loss:.4f} acc {acc:.2%}"
+        row["val_loss"] = row["val_accuracy"] = None  # empty in the CSV: the plots keep their columns
+        if len(val["labels"]):
+            row["val_loss"], row["val_accuracy"] = score(t.final, val["images"], val["labels"], 1000)
+            line += f" val_loss {row['val_loss']:.4f} val_acc {row['val_accuracy']:.2%}"
+        log.info("%s %.1fs %.0f img/s", line, seconds, row["images_per_second"])
+        history.append(row)
+        if checkpoint and dist.is_main:
+            save_checkpoint(checkpoint, identity, t, generator, history)
+        if on_epoch:
+            on_epoch(history)
+    return history
+
+
+def save_checkpoint(path: Path, identity: dict | None, t: Trainer, generator: torch.Generator,
+                    history: list[dict]) -> None:
+    state = {"identity": identity, "history": history, "generator": generator.get_state(),
+             "model": t.weights.state_dict(), "optimizers": [o.state_dict() for o in t.optimizers],
+             "ema": t.ema.state_dict() if t.ema else None,
+             "lookahead": t.lookahead.state_dict() if t.lookahead else None}
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def resume(path: Path, identity: dict | None, t: Trainer, generator: torch.Generator, epochs: int) -> list[dict]:
+    """Load a checkpoint of an unfinished run (fewer than `epochs` epochs) made with the same identity
+    into t and generator; return its history."""
+    if not path.is_file():
+        return []
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - a damaged checkpoint is reported and ignored, never trusted
+        log.warning("%s: unreadable checkpoint ignored (%s: %s); training from the start", path,
+                    type(err).__name__, err)
+        return []
+    if state.get("identity") != identity:
+        log.info("%s: checkpoint of other params or data ignored; training from the start", path)
+        return []
+    if len(state["history"]) >= epochs:
+        # Left by a run killed between writing its outputs and removing the checkpoint:
+        # a new (or forced) run trains afresh rather than rewriting the old result.
+        log.info("%s: checkpoint of a finished run ignored; training from the start", path)
+        return []
+    t.weights.load_state_dict(state["model"])
+    for optimizer, saved in zip(t.optimizers, state["optimizers"]):
+        optimizer.load_state_dict(saved)
+    if t.ema:
+        t.ema.load_state_dict(state["ema"])
+    if t.lookahead:
+        t.lookahead.load_state_dict(state["lookahead"])
+    generator.set_state(state["generator"])
+    log.info("%s: resuming after epoch %d", path, len(state["history"]))
+    return state["history"]
