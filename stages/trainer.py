@@ -166,6 +166,24 @@ def train_epoch(t: Trainer, images: torch.Tensor, labels: torch.Tensor, batch_si
     return (totals[0] / totals[2]).item(), (totals[1] / totals[2]).item()
 
 
+def sync_buffers(t: Trainer, dist: Dist) -> None:
+    """Average BatchNorm statistics over the ranks, in the model, its lookahead copy and its EMA.
+
+    DDP keeps the weights in sync, and hands rank 0's buffers to every rank at each forward; but
+    each rank's last forward updates its statistics from its own share of the batch, so after an
+    epoch they differ (and with lookahead, its slow copy of them too). Averaging after every epoch
+    leaves every rank with the same state, using every rank's images.
+    """
+    names = [k for k, v in t.weights.named_buffers() if v.is_floating_point()]
+    tensors = [dict(t.weights.named_buffers())[k] for k in names]
+    if t.lookahead is not None:
+        tensors += [t.lookahead.slow[k] for k in names if k in t.lookahead.slow]
+    if t.ema is not None:
+        tensors += [v for v in t.ema.module.buffers() if v.is_floating_point()]
+    for tensor in tensors:
+        all_sum(tensor, dist).div_(dist.world)
+
+
 def warm_up(t: Trainer, images: torch.Tensor, labels: torch.Tensor, batch_size: int) -> float:
     """Run one forward and backward pass of a full batch and undo its effects (BatchNorm statistics,
     gradients): a compiled model pays its compile here, outside the timed epochs. Returns seconds."""
@@ -218,6 +236,8 @@ def fit(t: Trainer, train: dict, val: dict, p: TrainParams, checkpoint: Path | N
             lr = t.optimizers[0].param_groups[0]["peak_lr"] * (t.lr_at(step) if t.lr_at else 1.0)
             raise StageError(f"{err} of epoch {epoch} (lr {lr:.4g}); no model written. Lower train.optim.lr, "
                              "add train.optim.warmup, or check the data") from None
+        if dist.world > 1:
+            sync_buffers(t, dist)
         if epoch == o.epochs and t.lookahead is not None:
             t.lookahead.finish()
         if train["images"].device.type == "cuda":

@@ -1,0 +1,154 @@
+"""The airbench model family and its training techniques, on tiny models and data."""
+from __future__ import annotations
+
+import dataclasses
+import shutil
+
+import pytest
+import torch
+from torch import nn
+
+from stages.models import Airbench, build_model
+from stages.params import parse_params
+from stages.trainer import fit, make_trainer, train_epoch
+from stages.whitening import init_whitening
+from tests.conftest import params_dict
+
+
+def tiny(**dotted):
+    """The cpu recipe shrunk to widths 8-16-16 and batch 16, with dotted train.* overrides."""
+    return parse_params(params_dict(**{"train.recipe": "cpu", "train.model.widths": [8, 16, 16],
+                                       "train.optim.batch_size": 16, "train.numerics.precision": "fp32",
+                                       **dotted})).train
+
+
+def data(n=64, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return {"images": torch.randn(n, 3, 32, 32, generator=g), "labels": torch.randint(0, 10, (n,), generator=g)}
+
+
+def built(p, images):
+    torch.manual_seed(p.numerics.seed)
+    model = build_model(p.model, 10)
+    init_whitening(model.whiten, images, p.model.whiten_eps)
+    return model
+
+
+@pytest.mark.parametrize("activation, kind", [("gelu", nn.GELU), ("celu", nn.CELU), ("relu", nn.ReLU)])
+def test_forward_shapes_activation_and_frozen_bn(activation, kind):
+    p = tiny(**{"train.model.activation": activation})
+    model = build_model(p.model, 10)
+    out = model(torch.randn(4, 3, 32, 32))
+    assert out.shape == (4, 10) and torch.isfinite(out).all()
+    assert isinstance(model.act, kind)
+    norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert len(norms) == 6 and all(not m.weight.requires_grad and m.eps == 1e-12 and m.momentum == 0.4
+                                   for m in norms)
+
+
+def test_dirac_init_makes_the_first_filters_identity_maps():
+    model = build_model(tiny().model, 10)
+    conv = model.groups[1].conv2  # 16 -> 16
+    x = torch.randn(2, 16, 7, 7)
+    assert torch.allclose(conv(x), x, atol=1e-6)
+    conv1 = model.groups[1].conv1  # 8 -> 16: the first 8 outputs copy the input
+    assert torch.allclose(conv1(torch.randn(2, 8, 5, 5) * 0 + 1)[:, :8], torch.ones(2, 8, 5, 5), atol=1e-6)
+    plain = build_model(tiny(**{"train.model.dirac_init": False}).model, 10)
+    assert not torch.allclose(plain.groups[1].conv2(x), x, atol=1e-2)
+
+
+def test_output_scale_multiplies_the_logits():
+    torch.manual_seed(0)
+    a = build_model(tiny().model, 10)
+    torch.manual_seed(0)
+    b = build_model(tiny(**{"train.model.output_scale": 0.5}).model, 10)
+    x = torch.randn(2, 3, 32, 32)
+    a.eval(), b.eval()
+    assert torch.allclose(b(x), a(x) * 0.5 / 0.1111, atol=1e-5)
+
+
+def test_whitening_bias_trains_only_in_its_epochs_and_filters_never():
+    p = tiny(**{"train.optim.whiten_bias_epochs": 1, "train.average.lookahead": 0.0})
+    d = data()
+    model = built(p, d["images"])
+    t = make_trainer(p, model, 4, 64)
+    weight, g = model.whiten.weight.detach().clone(), torch.Generator().manual_seed(0)
+    bias0 = model.whiten.bias.detach().clone()
+    train_epoch(t, d["images"], d["labels"], 16, g, epoch=1)
+    bias1 = model.whiten.bias.detach().clone()
+    train_epoch(t, d["images"], d["labels"], 16, g, epoch=2, first_step=4)
+    assert not torch.equal(bias0, bias1)
+    assert torch.equal(bias1, model.whiten.bias)
+    assert torch.equal(weight, model.whiten.weight)
+
+
+def test_bf16_autocast_keeps_batchnorm_in_fp32():
+    p = tiny(**{"train.numerics.precision": "bf16"})
+    d = data(32)
+    model = built(p, d["images"])
+    train_epoch(make_trainer(p, model, 2, 32), d["images"], d["labels"], 16, torch.Generator().manual_seed(0))
+    norm = model.groups[0].norm1
+    assert norm.running_mean.dtype == norm.bias.dtype == torch.float32
+    assert torch.isfinite(norm.running_mean).all()
+
+
+def run(p, d, checkpoint=None, stop_after=None):
+    """fit() on a fresh model; with stop_after, copy the checkpoint of that epoch aside (a kill -9 then)."""
+    model = built(p, d["images"])
+    t = make_trainer(p, model, 4, len(d["labels"]))
+    saved = {}
+
+    def on_epoch(history):
+        if stop_after and len(history) == stop_after and checkpoint:
+            shutil.copy(checkpoint, checkpoint.with_suffix(".killed"))
+            saved["done"] = True
+
+    fit(t, d, {"images": d["images"][:0], "labels": d["labels"][:0]}, p, checkpoint, {"id": 1}, on_epoch=on_epoch)
+    return t.final
+
+
+def test_resume_with_lookahead_and_alternate_flips_gives_the_uninterrupted_weights(tmp_path):
+    p = tiny(**{"train.optim.epochs": 3, "train.average.lookahead_every": 2})
+    assert p.average.lookahead > 0 and p.augment.flip == "alternate"
+    d = data()
+    ckpt = tmp_path / "ckpt.pt"
+    straight = run(p, d, ckpt, stop_after=1)
+    again = run(p, d)  # no checkpoint: the same run twice is bit-identical on the CPU
+    assert all(torch.equal(a, b) for a, b in zip(straight.state_dict().values(), again.state_dict().values()))
+    shutil.copy(ckpt.with_suffix(".killed"), ckpt)  # as if killed after epoch 1
+    resumed = run(p, d, ckpt)
+    assert all(torch.equal(a, b) for a, b in zip(straight.state_dict().values(), resumed.state_dict().values()))
+
+
+def test_lookahead_changes_the_result_and_the_saved_model_is_the_slow_copy():
+    d = data()
+    with_la = run(tiny(**{"train.optim.epochs": 2}), d)
+    without = run(tiny(**{"train.optim.epochs": 2, "train.average.lookahead": 0.0}), d)
+    assert not torch.equal(with_la.head.weight, without.head.weight)
+
+
+def _ddp_rank(rank: int, world: int, init: str, out: str) -> None:
+    import torch.distributed as torch_dist
+    from torch.nn.parallel import DistributedDataParallel
+
+    from stages.distributed import Dist
+
+    torch_dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
+    p = tiny(**{"train.average.lookahead_every": 1, "train.optim.epochs": 2})
+    d = data()
+    model = built(p, d["images"])
+    t = make_trainer(p, model, 4, 64, forward=DistributedDataParallel(model))
+    fit(t, d, {"images": d["images"][:0], "labels": d["labels"][:0]}, p, dist=Dist(rank, world))
+    torch.save({"model": model.state_dict(), "slow": t.lookahead.state_dict()}, f"{out}/rank{rank}.pt")
+    torch_dist.destroy_process_group()
+
+
+def test_ddp_ranks_keep_lookahead_weights_in_sync(tmp_path):
+    import torch.multiprocessing as mp
+
+    mp.spawn(_ddp_rank, args=(2, f"file://{tmp_path}/rendezvous", str(tmp_path)), nprocs=2, join=True)
+    a, b = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    for part in ("model", "slow"):
+        assert a[part].keys() == b[part].keys()
+        assert all(torch.equal(a[part][k], b[part][k]) for k in a[part]), part
+    assert not torch.equal(a["model"]["head.weight"], built(tiny(), data()["images"]).head.weight)  # it trained

@@ -1,0 +1,24 @@
+"""FLOP counts against hand-counted convolutions and linears."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from stages.flops import inference_flops, training_flops
+
+
+def test_inference_flops_of_a_conv_and_a_linear():
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.Flatten(), nn.Linear(8 * 4 * 4, 10, bias=False))
+    per_image = 2 * (4 * 4 * 8 * 3 * 9) + 2 * (128 * 10)  # 2 FLOPs per multiply-add
+    assert inference_flops(model, torch.randn(2, 3, 4, 4), 1000) == 1000 * per_image
+
+
+def test_training_counts_forward_and_backward_and_leaves_the_model_alone():
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.Flatten(),
+                          nn.Linear(8 * 4 * 4, 10, bias=False))
+    forward = inference_flops(model, torch.randn(2, 3, 4, 4), 1)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    train = training_flops(model, torch.randn(2, 3, 4, 4), 1)
+    # backward: weight grads of both layers, input grad of the linear only (the input needs no grad)
+    assert train == forward + forward + 2 * (128 * 10)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
