@@ -17,17 +17,20 @@ NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)  # Keller Jordan's quintic Newton-Sc
 
 
 def step_values(p: OptimParams) -> tuple[float, float]:
-    """(lr, weight_decay) per step for a mean-reduced loss, as torch.optim takes them.
+    """(lr, weight_decay) per step for a mean-reduced loss, as torch.optim.SGD takes them.
 
-    per-1024 (airbench94): lr and decay are per 1,024 images of a summed loss, with the lr divided
-    by Nesterov momentum's gain so steps match gradients in scale whatever the momentum:
-    k = 1024 (1 + 1 / (1 - momentum)), step lr = lr * batch_size / k, step decay = weight_decay / k.
-    Then per image, both the step and the decay stay the same when batch_size changes.
+    per-1024 (airbench94's units): with k = 1024 (1 + 1 / (1 - momentum)), a step moves the
+    weights by lr * batch_size / k times the mean gradient (lr per 1,024 images of a summed loss,
+    divided by Nesterov momentum's gain so that steps match gradients in scale whatever the
+    momentum), and shrinks them by weight_decay * batch_size / k (decay per 1,024 images,
+    independent of lr: SGD's coupled decay is set to that / the step lr). Per image, both stay
+    the same when batch_size changes; the lr schedule scales both, as in airbench.
     """
     if p.units == "per-step":
         return p.lr, p.weight_decay
     k = 1024 * (1 + 1 / (1 - p.momentum))
-    return p.lr * p.batch_size / k, p.weight_decay / k
+    step_lr = p.lr * p.batch_size / k
+    return step_lr, (p.weight_decay * p.batch_size / k) / step_lr
 
 
 def param_groups(model: nn.Module, lr: float, weight_decay: float, bn_bias_lr: float,

@@ -22,11 +22,16 @@ def test_per_1024_units_follow_airbench_formulas():
     o = optim(lr=11.5, weight_decay=0.0153, momentum=0.85, batch_size=1024)
     k = 1024 * (1 + 1 / 0.15)
     lr, wd = step_values(o)
-    assert lr == pytest.approx(11.5 * 1024 / k) and wd == pytest.approx(0.0153 / k)
-    # Halving the batch halves the step, so each image moves the weights as much as before;
-    # the decay per image (lr * wd / batch) is unchanged too.
+    # airbench94: SGD on a summed loss with lr 11.5 / k and coupled decay (0.0153 * 1024 / k) / lr,
+    # i.e. each step shrinks weights by 0.0153 * 1024 / k; the mean loss scales the lr by the batch.
+    assert lr == pytest.approx(11.5 * 1024 / k)
+    assert lr * wd == pytest.approx(0.0153 * 1024 / k)
+    # Halving the batch halves the step and the shrink per step: per image both are unchanged.
     half_lr, half_wd = step_values(dataclasses.replace(o, batch_size=512))
-    assert half_lr == pytest.approx(lr / 2) and half_lr * half_wd / 512 == pytest.approx(lr * wd / 1024)
+    assert half_lr == pytest.approx(lr / 2) and half_lr * half_wd == pytest.approx(lr * wd / 2)
+    # The shrink does not depend on the lr (airbench's decay is decoupled from it).
+    other_lr, other_wd = step_values(dataclasses.replace(o, lr=5.0))
+    assert other_lr * other_wd == pytest.approx(lr * wd)
     assert step_values(dataclasses.replace(o, units="per-step")) == (11.5, 0.0153)
 
 
