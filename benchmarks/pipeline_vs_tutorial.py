@@ -93,8 +93,8 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, help="override both runs' epochs (default: params.yaml's)")
     ap.add_argument("--json", type=Path, help="also write the results here")
     args = ap.parse_args()
-    epochs = args.epochs or load_params(ROOT / "params.yaml").train.epochs
-    overrides = {"data.url": str(args.archive.resolve()), "data.md5": args.md5, "train.epochs": epochs}
+    epochs = args.epochs or load_params(ROOT / "params.yaml").train.optim.epochs
+    overrides = {"data.url": str(args.archive.resolve()), "data.md5": args.md5, "train.optim.epochs": epochs}
 
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         work = Path(tmp)

@@ -1,11 +1,13 @@
 """Where the time of one training step goes, for a recipe's model and batch size (default: tutorial).
 
-Times N optimizer steps of the train stage's own loop (stages.train.train_epoch on
-random data of CIFAR-10 shape) and profiles them with torch.profiler, then prints
-the operators by self time and the share that is not matrix math or the
-optimizer's update (Python, autograd and dispatcher overhead).
+Times N optimizer steps of the train stage's own loop (stages.trainer.train_epoch on
+random data of CIFAR-10 shape, the model set up as the train stage sets it up) and
+profiles them with torch.profiler, then prints the operators by self time and the
+share that is not matrix math or the optimizer's update (Python, autograd and
+dispatcher overhead).
 
-    python benchmarks/profile_step.py [--recipe tutorial] [--steps 1000] [--set train.precision=bf16] [--no-profile]
+    python benchmarks/profile_step.py [--recipe tutorial] [--steps 1000] [--no-profile] \
+        [--set train.numerics.precision=bf16]
 """
 from __future__ import annotations
 
@@ -21,10 +23,11 @@ from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.runner import ROOT, machine, parse_set  # noqa: E402
-from stages import train  # noqa: E402
-from stages.models import build_model  # noqa: E402
+from stages import trainer  # noqa: E402
+from stages.models import Airbench, build_model  # noqa: E402
 from stages.params import parse_params, set_dotted  # noqa: E402
 from stages.precision import choose_precision  # noqa: E402
+from stages.whitening import init_whitening  # noqa: E402
 
 MATH = ("aten::mm", "aten::addmm", "aten::convolution", "aten::mkldnn_convolution", "aten::_convolution",
         "aten::convolution_backward", "aten::native_batch_norm", "aten::native_batch_norm_backward")
@@ -39,29 +42,40 @@ def main() -> None:
     ap.add_argument("--no-profile", action="store_true", help="only time the steps")
     args = ap.parse_args()
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
-    p = parse_params(set_dotted(raw, {"train.recipe": args.recipe, "train.device": "cpu",
+    p = parse_params(set_dotted(raw, {"train.recipe": args.recipe, "train.numerics.device": "cpu",
                                       **parse_set(args.set)})).train
-    precision, why = choose_precision(p.precision, "cpu")
-    p = dataclasses.replace(p, precision=precision)
+    precision, why = choose_precision(p.numerics.precision, "cpu")
+    p = dataclasses.replace(p, numerics=dataclasses.replace(p.numerics, precision=precision))
     print(f"precision {precision}: {why}")
     torch.manual_seed(0)
-    n = args.steps * p.batch_size
+    batch = p.optim.batch_size
+    n = args.steps * batch
     images, labels = torch.randn(n, 3, 32, 32), torch.randint(0, 10, (n,))
-    model = build_model(p.model, 10, width=p.width)
-    trainer = train.make_trainer(p, model, args.steps)
+    # The model as stages.train.train_on sets it up: whitening, layout, compile.
+    model = build_model(p.model, 10)
+    if isinstance(model, Airbench) and p.model.whiten:
+        init_whitening(model.whiten, images, p.model.whiten_eps)
+    if p.numerics.channels_last:
+        model.to(memory_format=torch.channels_last)
+    forward = torch.compile(model) if p.numerics.compile else model
     generator = torch.Generator().manual_seed(0)
-    train.train_epoch(trainer, images[: 20 * p.batch_size], labels[: 20 * p.batch_size], p.batch_size, generator)
+    # Warm-up (kernels, allocator, compile) on up to 20 batches, by a trainer of its own: alternate flips and
+    # the lr schedule are set up for the images an epoch goes over.
+    warm = min(20, args.steps) * batch
+    trainer.train_epoch(trainer.make_trainer(p, model, warm // batch, warm, forward), images[:warm], labels[:warm],
+                        batch, generator)
+    t = trainer.make_trainer(p, model, args.steps, n, forward)
 
     start = time.perf_counter()
-    train.train_epoch(trainer, images, labels, p.batch_size, generator)
+    trainer.train_epoch(t, images, labels, batch, generator)
     per_step = (time.perf_counter() - start) / args.steps
-    print(f"{args.recipe} {parse_set(args.set)}: {per_step * 1e3:.2f} ms/step at batch {p.batch_size} "
-          f"({p.batch_size / per_step:.0f} img/s, {50000 / p.batch_size * per_step:.0f} s per 50,000-image epoch), "
-          f"precision {p.precision}, on {machine()}", flush=True)
+    print(f"{args.recipe} {parse_set(args.set)}: {per_step * 1e3:.2f} ms/step at batch {batch} "
+          f"({batch / per_step:.0f} img/s, {50000 / batch * per_step:.0f} s per 50,000-image epoch), "
+          f"precision {p.numerics.precision}, on {machine()}", flush=True)
     if args.no_profile:
         return
     with profile(activities=[ProfilerActivity.CPU]) as prof:
-        train.train_epoch(trainer, images, labels, p.batch_size, generator)
+        trainer.train_epoch(t, images, labels, batch, generator)
     events = prof.key_averages()
     total = sum(e.self_cpu_time_total for e in events)
     math_us = sum(e.self_cpu_time_total for e in events if e.key in MATH)

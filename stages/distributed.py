@@ -5,7 +5,7 @@ more than one process (CIFAR_NPROC per node, CIFAR_NNODES nodes meeting at
 CIFAR_RDZV_ENDPOINT host:port), the stage re-runs itself under torchrun; each
 rank then takes its share of every global batch of the epoch's seeded
 permutation, gradients are averaged across ranks, and only rank 0 writes.
-`train.batch_size` stays the global batch, so results match one process up to
+`train.optim.batch_size` stays the global batch, so results match one process up to
 floating-point reduction order (and per-rank BatchNorm statistics).
 """
 from __future__ import annotations

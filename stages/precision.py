@@ -1,7 +1,7 @@
-"""`train.precision: auto`: bf16 autocast where the hardware runs it natively, fp32 elsewhere.
+"""`train.numerics.precision: auto`: bf16 autocast where the hardware runs it natively, fp32 elsewhere.
 
 Without native bf16 a CPU emulates it through fp32 conversions: measured on two 2-core
-AVX2-only machines, one step of the `cpu` recipe ran 10x and 14x slower in bf16 than in
+AVX2-only machines, one step of the `resnet-cpu` recipe ran 10x and 14x slower in bf16 than in
 fp32 (BENCHMARKS.md, section 3b). So `auto` asks for bf16 only where it is fast: a CUDA device that
 supports it, or a CPU with AVX512-BF16 or AMX whose kernels are allowed to use them
 (`ATEN_CPU_CAPABILITY` and `ONEDNN_MAX_CPU_ISA` can cap PyTorch below what the chip has).
@@ -39,7 +39,7 @@ def probe_cpu(torch_module: Any = None) -> CpuBf16:
 
 def choose_precision(requested: str, device_type: str, cpu: CpuBf16 | None = None,
                      cuda_bf16: bool | None = None) -> tuple[str, str]:
-    """(effective precision, why) for a `train.precision` value on a device type.
+    """(effective precision, why) for a `train.numerics.precision` value on a device type.
 
     `cpu` and `cuda_bf16` default to what this machine reports; tests pass them in.
     """

@@ -1,6 +1,6 @@
 """Summarize a seed sweep: how far accuracy moves when only the seed changes.
 
-    dvc exp run --queue -S 'train.seed=range(0,5)' [-S train.lr=0.01 ...]; dvc exp run --run-all
+    dvc exp run --queue -S 'train.numerics.seed=range(0,5)' [-S train.optim.lr=0.01 ...]; dvc exp run --run-all
     python -m stages.seeds                               # runs `dvc exp show --json` itself
     dvc exp show --json -A | python -m stages.seeds -    # or reads its output (a file, or - for stdin)
 
@@ -28,7 +28,7 @@ from .stats import mean_interval
 @dataclass(frozen=True)
 class Run:
     name: str  # the experiment's name, e.g. "mural-says"
-    params: dict[str, Any]  # flat dotted keys: {"train.lr": 0.01, ...}
+    params: dict[str, Any]  # flat dotted keys: {"train.optim.lr": 0.01, ...}
     metrics: dict[str, float]  # flat dotted keys: {"accuracy": 0.34, "per_class_accuracy.cat": 0.2, ...}
 
 
@@ -148,14 +148,14 @@ def main(argv: list[str] | None = None) -> None:
                                              "default: run `dvc exp show --json` here")
     ap.add_argument("--metrics", type=Path, default=default_path("metrics"), help="the metrics file to read")
     ap.add_argument("--metric", default="accuracy", help="the metric; per class: per_class_<metric>")
-    ap.add_argument("--seed-key", default="train.seed", help="the param that varies within a group")
+    ap.add_argument("--seed-key", default="train.numerics.seed", help="the param that varies within a group")
     args = ap.parse_args(argv)
     if args.metrics is None:
         raise StageError("no dvc.yaml here to take the metrics path from; pass --metrics")
     runs = finished_runs(read_shown(args.shown), args.metrics.as_posix())
     if not runs:
         raise StageError(f"no finished experiment with {args.metrics} in the input; run a sweep first, e.g. "
-                         "dvc exp run --queue -S 'train.seed=range(0,5)' && dvc exp run --run-all")
+                         "dvc exp run --queue -S 'train.numerics.seed=range(0,5)' && dvc exp run --run-all")
     # An experiment that leaves the seed null ran with its recipe's seed, most likely one the sweep repeats.
     unseeded = [r.name for r in runs if r.params.get(args.seed_key) is None]
     runs = [r for r in runs if r.params.get(args.seed_key) is not None]

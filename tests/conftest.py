@@ -15,7 +15,7 @@ DEFAULT_PARAMS = yaml.safe_load((PROJECT / "params.yaml").read_text())
 
 
 def params_dict(**dotted) -> dict:
-    """The project's params.yaml with dotted overrides: params_dict(**{"train.lr": 0.1})."""
+    """The project's params.yaml with dotted overrides: params_dict(**{"train.optim.lr": 0.1})."""
     return set_dotted(copy.deepcopy(DEFAULT_PARAMS), dotted)
 
 

@@ -40,8 +40,9 @@ def test_bad_process_count_is_named():
 def run_stage(tmp_path, prepared, nproc):
     out = tmp_path / f"n{nproc}"
     out.mkdir()
-    params = write_params(out / "params.yaml", **{"train.epochs": 2, "train.batch_size": 8, "train.lr": 0.01,
-                                                  "train.momentum": 0.9, "train.device": "cpu"})
+    params = write_params(out / "params.yaml", **{"train.optim.epochs": 2, "train.optim.batch_size": 8,
+                                                  "train.optim.lr": 0.01, "train.optim.momentum": 0.9,
+                                                  "train.numerics.device": "cpu"})
     env = {**os.environ, "CIFAR_NPROC": str(nproc), "DVC_STUDIO_OFFLINE": "1"}
     result = subprocess.run([sys.executable, "-m", "stages.train", "--params", str(params), "--prepared",
                              str(prepared), "--model", str(out / "model.pth"), "--model-meta", str(out / "m.json"),

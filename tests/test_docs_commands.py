@@ -1,6 +1,7 @@
 """Every command the docs show runs as written: DVC's own parser accepts each `dvc ...` line of the
-README (code blocks and inline code) and of the modules' docstrings, and each `python -m stages.X`
-line parses with that module's own argument parser."""
+README (code blocks and inline code) and of the modules' docstrings, each `python -m stages.X`
+line parses with that module's own argument parser, and every params override they show
+(`-S key=value`, `--set key=value`) names a key of params.yaml with a value its checks accept."""
 from __future__ import annotations
 
 import argparse
@@ -11,12 +12,16 @@ import re
 import shlex
 
 import pytest
+import yaml
 
-from tests.conftest import PROJECT
+from stages.params import ParamsError, parse_params
+from tests.conftest import DEFAULT_PARAMS, PROJECT, params_dict
 
 DOCUMENTED = ["README.md", "BENCHMARKS.md"]
 PLACEHOLDER = re.compile(r"<[^<>\n]+>")  # <its md5>, <repo>: stand for one argument
 COMMAND = re.compile(r"^(dvc|python -m stages\.\w+)\s")
+OVERRIDE_FLAGS = ("-S", "--set-param", "--set")  # dvc exp run's, and benchmarks/*.py's
+GENERIC = {"key=value", "KEY=VALUE"}  # prose naming the syntax itself
 
 
 def code_texts(markdown: str) -> list[str]:
@@ -48,11 +53,64 @@ def commands(texts: list[str]) -> list[list[str]]:
     return found
 
 
-def documented_commands() -> list[tuple[str, list[str]]]:
-    out = [(name, argv) for name in DOCUMENTED for argv in commands(code_texts((PROJECT / name).read_text()))]
+def documented_texts() -> list[tuple[str, list[str]]]:
+    """(where, code texts) of the Markdown docs and of the docstrings of stages/ and benchmarks/."""
+    out = [(name, code_texts((PROJECT / name).read_text())) for name in DOCUMENTED]
     for path in sorted([*PROJECT.glob("stages/*.py"), *PROJECT.glob("benchmarks/*.py")]):
-        out += [(path.relative_to(PROJECT).as_posix(), argv) for argv in commands(docstring_texts(path))]
+        out.append((path.relative_to(PROJECT).as_posix(), docstring_texts(path)))
     return out
+
+
+def documented_commands() -> list[tuple[str, list[str]]]:
+    return [(where, argv) for where, texts in documented_texts() for argv in commands(texts)]
+
+
+def overrides(texts: list[str]) -> list[str]:
+    """The KEY=VALUE after each -S / --set-param / --set in the texts, quotes removed."""
+    found = []
+    for text in texts:
+        text = PLACEHOLDER.sub("PLACEHOLDER", text)
+        try:
+            words = shlex.split(text, comments=True)
+        except ValueError:  # prose with an apostrophe
+            words = text.split()
+        found += [value for flag, value in zip(words, words[1:]) if flag in OVERRIDE_FLAGS and value not in GENERIC]
+    return found
+
+
+def sweep_values(value: str) -> list:
+    """The values of a `-S` value as DVC reads them (YAML), a Hydra sweep (a,b / range(a,b) / choice(a,b))
+    expanded."""
+    if m := re.fullmatch(r"range\((-?\d+),\s*(-?\d+)(?:,\s*(-?\d+))?\)", value):
+        return list(range(int(m[1]), int(m[2]), int(m[3] or 1)))
+    inner = m[1] if (m := re.fullmatch(r"choice\((.*)\)", value)) else value
+    return [yaml.safe_load(inner)] if inner.startswith("[") else [yaml.safe_load(v) for v in inner.split(",")]
+
+
+def override_problem(override: str) -> str | None:
+    """None when KEY=VALUE sets a value of params.yaml (KEY dotted, optionally `params.yaml:KEY`) that
+    parses and validates, each value of a sweep on its own; else what is wrong."""
+    key, sep, value = override.partition("=")
+    if not sep:
+        return "not KEY=VALUE"
+    file, _, key = key.rpartition(":")
+    if file not in ("", "params.yaml"):
+        return f"{file}: not this project's params file"
+    node = DEFAULT_PARAMS
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return f"{key}: no such key in params.yaml"
+        node = node[part]
+    if isinstance(node, dict):
+        return f"{key}: a group of params.yaml, not a value"
+    if "PLACEHOLDER" in value:
+        return None
+    for one in sweep_values(value):
+        try:
+            parse_params(params_dict(**{key: one}))
+        except ParamsError as err:
+            return f"{key}={one!r}: {str(err).splitlines()[1].strip()}"
+    return None
 
 
 class Parsed(Exception):
@@ -120,7 +178,7 @@ def test_every_documented_command_parses(monkeypatch, capsys):
 @pytest.mark.parametrize("line, refused", [
     ("dvc exp run --no-run-cache", True),  # the README once advised this; DVC 3 has no such flag
     ("dvc repro --no-run-cache", False),
-    ("dvc exp run -S train.lr=0.01 -f", False),
+    ("dvc exp run -S train.optim.lr=0.01 -f", False),
     ("dvc metrics diff --show-md", True),
     ("python -m stages.gate --baseline m.json", False),
     ("python -m stages.gate --no-such-flag m.json", True),
@@ -138,3 +196,41 @@ def test_commands_are_found_in_blocks_inline_code_and_chains():
     found = commands(code_texts(md))
     assert found == [["dvc", "exp", "run", "-S", "a=1"], ["dvc", "repro"],
                      ["python", "-m", "stages.predict", "cat.jpg", "--top", "3"], ["dvc", "repro", "-f", "train"]]
+
+
+def test_the_docs_show_overrides_at_all():
+    found = {where: overrides(texts) for where, texts in documented_texts()}
+    assert len(found["README.md"]) >= 15
+    assert "train.recipe=cpu" in found["README.md"] and "train.numerics.seed=range(0,3)" in found["README.md"]
+    assert any(found[where] for where in found if where.startswith("benchmarks/"))  # --set in usage lines
+
+
+def test_every_documented_override_names_a_param_and_a_valid_value():
+    failures = [f"{where}: {override}: {why}" for where, texts in documented_texts() for override in overrides(texts)
+                if (why := override_problem(override))]
+    assert not failures, "\n".join(failures)
+
+
+@pytest.mark.parametrize("line, problem", [
+    ("dvc exp run -S train.recipe=resnet-cpu", None),
+    ("dvc exp run --queue -S 'train.numerics.seed=range(0,3)'", None),
+    ("dvc exp run -S params.yaml:train.optim.lr=0.005,0.02", None),
+    ("dvc exp run -S data.md5=<its md5>", None),
+    ("python benchmarks/recipe.py --set 'train.model.widths=[16,32,32]'", None),
+    ("dvc exp run -S train.lr=0.01", "train.lr: no such key in params.yaml"),  # the flat keys of before
+    ("dvc exp run -S recipes.cpu.lr=0.1", "recipes.cpu.lr: no such key in params.yaml"),
+    ("python benchmarks/profile_step.py --set train.precision=bf16", "train.precision: no such key"),
+    ("dvc exp run -S train.optim=3", "train.optim: a group of params.yaml, not a value"),
+    ("dvc exp run -S train.augment.flip=true", "train.augment.flip=True: train.augment.flip: got True (bool); "
+                                               "expected one of 'none', 'random', 'alternate'"),
+    ("dvc exp run -S 'train.optim.lr=0.01,-1'", "train.optim.lr=-1: train.optim.lr: got -1.0; must be > 0"),
+    ("dvc exp run -S train.recipe=gpu", "train.recipe='gpu': train.recipe: got 'gpu' (str); expected one of"),
+    ("dvc exp run -S other.yaml:train.optim.lr=1", "other.yaml: not this project's params file"),
+])
+def test_the_override_checker_catches_unknown_keys_and_bad_values(line, problem):
+    (override,) = overrides([line])
+    got = override_problem(override)
+    if problem is None:
+        assert got is None, got
+    else:
+        assert got is not None and got.startswith(problem), got

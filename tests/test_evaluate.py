@@ -54,8 +54,9 @@ def test_class_without_test_images_scores_zero_not_nan():
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, prepared):
     root = tmp_path_factory.mktemp("trained")
-    params = write_params(root / "params.yaml", **{"train.epochs": 2, "train.lr": 0.01, "train.momentum": 0.9,
-                                                   "train.device": "cpu", "evaluate.device": "cpu"})
+    params = write_params(root / "params.yaml", **{"train.optim.epochs": 2, "train.optim.lr": 0.01,
+                                                   "train.optim.momentum": 0.9, "train.numerics.device": "cpu",
+                                                   "evaluate.device": "cpu"})
     train.main(["--params", str(params), "--prepared", str(prepared), "--model", str(root / "model.pth"),
                 "--model-meta", str(root / "model.json"), "--metrics", str(root / "train.json"),
                 "--history", str(root / "train_log.csv")])
@@ -86,6 +87,22 @@ def test_writes_metrics_and_confusion_rows(tmp_path, trained, prepared):
     right = confusion["actual"] == confusion["predicted"]
     assert (metrics["accuracy_low"], metrics["accuracy_high"]) == pytest.approx(wilson_interval(right.sum(), 50))
     assert set(metrics["per_class_accuracy_low"]) == set(metrics["per_class_accuracy_high"]) == set(test["classes"])
+    # evaluate.tta none: one view; the MLP's multiply-adds, 2 FLOPs each, once per test image
+    assert metrics["tta_views"] == 1
+    assert metrics["eval_flops"] == 50 * 2 * (3072 * 1024 + 1024 * 512 + 512 * 10)
+
+
+def test_model_json_from_before_the_groups_still_evaluates(tmp_path, trained, prepared):
+    run_evaluate(trained, prepared, tmp_path / "new")
+    old = tmp_path / "old"
+    shutil.copytree(trained, old)
+    meta = json.loads((old / "model.json").read_text())
+    # as the flat-params train stage wrote it: the model's name and width, flat train values
+    meta["train_params"] = {"recipe": "tutorial", "model": "mlp", "width": 64, "lr": 0.01, "flip": False}
+    (old / "model.json").write_text(json.dumps(meta))
+    run_evaluate(old, prepared, old, model=old / "model.pth")
+    expected, got = (json.loads((d / "metrics.json").read_text()) for d in (tmp_path / "new", old))
+    assert got == expected
 
 
 def test_weights_of_another_shape_are_a_clear_error(tmp_path, trained, prepared):
@@ -159,3 +176,23 @@ def test_tta_averages_the_logits_of_the_views():
     torch.testing.assert_close(evaluate.tta_logits(model, x, 2, "flip"), (plain + mirrored) / 2)
     torch.testing.assert_close(evaluate.tta_logits(model, x, 2, "flip-shift"),
                                (plain + mirrored + sum(shifted)) / 6)
+    # airbench: the pair unshifted (1/4 each), and one pixel up-left and down-right with reflected edges
+    # (1/8 each for the view and its mirror). Row/column i of a shifted view is i -+ 1 of the image.
+    up_left, down_right = torch.tensor([1, *range(31)]), torch.tensor([*range(1, 32), 30])
+    with torch.no_grad():
+        corners = [x[..., idx, :][..., idx] for idx in (up_left, down_right)]
+        corner_logits = [model(v) + model(v.flip(3)) for v in corners]
+    torch.testing.assert_close(evaluate.tta_logits(model, x, 2, "airbench"),
+                               (plain + mirrored) / 4 + sum(corner_logits) / 8)
+
+
+@pytest.mark.parametrize("tta, views", [("none", 1), ("flip", 2), ("flip-shift", 6), ("airbench", 6)])
+def test_tta_view_weights_sum_to_one(tta, views):
+    got = evaluate.tta_views(torch.zeros(1, 3, 32, 32), tta)
+    assert len(got) == views and sum(w for w, _ in got) == pytest.approx(1.0)
+    assert all(v.shape == (1, 3, 32, 32) for _, v in got)
+
+
+def test_unknown_tta_is_named():
+    with pytest.raises(ValueError, match=r"Invalid tta 'mirror'\. Only none, flip, flip-shift, airbench are supported"):
+        evaluate.tta_views(torch.zeros(1, 3, 32, 32), "mirror")

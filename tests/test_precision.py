@@ -1,4 +1,4 @@
-"""`train.precision: auto` picks bf16 only where the hardware runs it natively; the capability is faked."""
+"""`train.numerics.precision: auto` picks bf16 only where the hardware runs it natively; the capability is faked."""
 from __future__ import annotations
 
 import json
@@ -49,15 +49,16 @@ def test_probe_reads_the_environment_cap(monkeypatch):
 def test_train_logs_and_records_the_effective_precision(tmp_path, prepared, monkeypatch, caplog, cpu, expected):
     monkeypatch.setattr(precision, "probe_cpu", lambda: cpu)
     with caplog.at_level("INFO", logger="stages"):
-        out = run_train(tmp_path, prepared, **{"train.precision": "auto", "train.epochs": 1})
-    assert f"precision {expected} (train.precision auto: " in caplog.text
+        out = run_train(tmp_path, prepared, **{"train.numerics.precision": "auto", "train.optim.epochs": 1})
+    assert f"precision {expected} (train.numerics.precision auto: " in caplog.text
     assert json.loads(out["train.json"].read_text())["precision"] == expected
-    assert json.loads(out["model.json"].read_text())["train_params"]["precision"] == expected
+    assert json.loads(out["model.json"].read_text())["train_params"]["numerics"]["precision"] == expected
 
 
 def test_the_recipes_use_auto():
     from tests.conftest import DEFAULT_PARAMS
 
-    assert DEFAULT_PARAMS["recipes"]["cpu"]["precision"] == "auto"
-    assert DEFAULT_PARAMS["recipes"]["fast-gpu"]["precision"] == "auto"
-    assert DEFAULT_PARAMS["recipes"]["tutorial"]["precision"] == "fp32"  # the tutorial's own numerics
+    recipes = DEFAULT_PARAMS["recipes"]
+    assert {name: recipes[name]["numerics"]["precision"] for name in ("resnet-cpu", "cpu", "fast-gpu")} == {
+        "resnet-cpu": "auto", "cpu": "auto", "fast-gpu": "auto"}
+    assert recipes["tutorial"]["numerics"]["precision"] == "fp32"  # the tutorial's own numerics

@@ -11,15 +11,15 @@ from PIL import Image
 from stages import predict, train
 from stages.common import StageError
 from stages.evaluate import tta_logits
-from stages.models import build_model
+from stages.models import build_model, model_spec
 from tests.conftest import write_params
 
 
 @pytest.fixture(scope="module")
 def model_files(tmp_path_factory, prepared):
     root = tmp_path_factory.mktemp("model")
-    params = write_params(root / "params.yaml", **{"train.epochs": 2, "train.lr": 0.01, "train.momentum": 0.9,
-                                                   "train.device": "cpu"})
+    params = write_params(root / "params.yaml", **{"train.optim.epochs": 2, "train.optim.lr": 0.01,
+                                                   "train.optim.momentum": 0.9, "train.numerics.device": "cpu"})
     train.main(["--params", str(params), "--prepared", str(prepared), "--model", str(root / "model.pth"),
                 "--model-meta", str(root / "model.json"), "--metrics", str(root / "train.json"),
                 "--history", str(root / "log.csv")])
@@ -42,7 +42,8 @@ def test_png_of_a_test_image_gets_the_models_prediction(tmp_path, model_files, p
         Image.fromarray(img).resize((96, 96), Image.NEAREST).save(tmp_path / f"img{i}.png")
         paths.append(tmp_path / f"img{i}.png")
     lines = run_predict(model_files, *paths, capsys=capsys)
-    model = build_model("mlp", 10)
+    model = build_model(model_spec(meta), 10)
+    assert type(model).__name__ == "MLP"
     model.load_state_dict(torch.load(model_files / "model.pth", weights_only=True))
     expected = tta_logits(model, test["images"][:4], 4, "none").argmax(1)
     assert len(lines) == 4

@@ -10,7 +10,7 @@ import torch
 import yaml
 from torch import nn
 
-from stages import train
+from stages import trainer
 from stages.params import parse_params
 from stages.tracking import epoch_log
 from tests.conftest import PROJECT, params_dict
@@ -25,11 +25,11 @@ def tiny_run(tmp_path, epochs=3, val_images=4, crash_in_epoch=None, checkpoint=N
     """fit() on 8 random images with the real epoch_log; returns (history, csv path, live folder)."""
     torch.manual_seed(0)
     model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 10))
-    t = train.Trainer(model, torch.optim.SGD(model.parameters(), lr=0.01))
+    t = trainer.Trainer(model, [torch.optim.SGD(model.parameters(), lr=0.01)])
     gen = torch.Generator().manual_seed(1)
     data = {"images": torch.randn(8, 3, 32, 32, generator=gen), "labels": torch.arange(8)}
     val = {"images": torch.randn(val_images, 3, 32, 32, generator=gen), "labels": torch.arange(val_images)}
-    p = parse_params(params_dict(**{"train.epochs": epochs, "train.batch_size": 4})).train
+    p = parse_params(params_dict(**{"train.optim.epochs": epochs, "train.optim.batch_size": 4})).train
     csv, live = tmp_path / "log.csv", tmp_path / "live"
     calls = []
 
@@ -39,13 +39,13 @@ def tiny_run(tmp_path, epochs=3, val_images=4, crash_in_epoch=None, checkpoint=N
             raise KeyboardInterrupt  # as good as a kill: nothing after this line runs
         return real_epoch(*args, **kwargs)
 
-    real_epoch, train.train_epoch = train.train_epoch, train_epoch
+    real_epoch, trainer.train_epoch = trainer.train_epoch, train_epoch
     try:
         with epoch_log(csv, live) as on_epoch:
-            history = train.fit(t, model, data, val, p, checkpoint, {"run": 1} if checkpoint else None,
-                                on_epoch=(lambda h: (on_epoch(h), spy(h))) if spy else on_epoch)
+            history = trainer.fit(t, data, val, p, checkpoint, {"run": 1} if checkpoint else None,
+                                  on_epoch=(lambda h: (on_epoch(h), spy(h))) if spy else on_epoch)
     finally:
-        train.train_epoch = real_epoch
+        trainer.train_epoch = real_epoch
     return history, csv, live
 
 
