@@ -180,7 +180,10 @@ def parse_params(raw: Any, source: str = "params") -> Params:
                           for k, v in train[group].items() if v is not None}
             train = _resolve_recipe(train, recipes, errors)
         raw = {k: v for k, v in raw.items() if k != "recipes"} | {"train": train}
+    unknown_recipe = any(e.startswith("train.recipe:") for e in errors)
     params = _build(Params, raw, "", errors)
+    if unknown_recipe:  # its keys were not filled in: one line for the name, not one per missing key
+        errors = [e for e in errors if not e.startswith("train.") or e.startswith("train.recipe:")]
     if params is not None:
         errors.extend(_check_ranges(params, overridden))
     if errors:
@@ -277,7 +280,8 @@ def _describe(hint: Any) -> str:
     if origin in (Union, types.UnionType):
         return " or ".join(_describe(a) for a in get_args(hint))
     if origin is list:
-        return f"a list of {_describe(get_args(hint)[0])}s"
+        item = _describe(get_args(hint)[0])
+        return "a list of " + {"an integer": "integers", "a number": "numbers", "a string": "strings"}.get(item, item)
     return {float: "a number", int: "an integer", str: "a string", bool: "true or false"}.get(hint, str(hint))
 
 
@@ -321,8 +325,10 @@ def _train_rules(t: TrainParams, prefix: str, keys: set[str]) -> list[str]:
         ("model.bn_eps", m.bn_eps, m.bn_eps > 0, "> 0"),
         ("optim.lr", o.lr, o.lr > 0, "> 0"),
         ("optim.momentum", o.momentum, 0 <= o.momentum < 1, "in [0, 1)"),
-        ("optim.nesterov", o.nesterov, not o.nesterov or o.momentum > 0, "false unless momentum > 0"),
-        ("optim.units", o.units, o.units == "per-step" or o.optimizer == "sgd", "per-step unless optimizer is sgd"),
+        (("optim.nesterov", "optim.momentum"), o.nesterov, not o.nesterov or o.momentum > 0,
+         "false unless momentum > 0"),
+        (("optim.units", "optim.optimizer"), o.units, o.units == "per-step" or o.optimizer == "sgd",
+         "per-step unless optimizer is sgd"),
         ("optim.weight_decay", o.weight_decay, o.weight_decay >= 0, ">= 0"),
         ("optim.bn_bias_lr", o.bn_bias_lr, o.bn_bias_lr > 0, "> 0"),
         ("optim.muon_lr", o.muon_lr, o.muon_lr > 0, "> 0"),
@@ -338,11 +344,21 @@ def _train_rules(t: TrainParams, prefix: str, keys: set[str]) -> list[str]:
         ("average.ema", v.ema, 0 <= v.ema < 1, "in [0, 1)"),
         ("average.lookahead", v.lookahead, 0 <= v.lookahead < 1, "in [0, 1)"),
         ("average.lookahead_every", v.lookahead_every, v.lookahead_every >= 1, ">= 1"),
-        ("average.ema", v.ema, not (v.ema and v.lookahead), "0 when average.lookahead is on (one average at a time)"),
+        (("average.ema", "average.lookahead"), v.ema, not (v.ema and v.lookahead),
+         "0 when average.lookahead is on (one average at a time)"),
         ("numerics.device", n.device, bool(DEVICE_RE.match(n.device)), "auto, cpu, cuda, cuda:N or mps"),
     ]
-    return [f"{prefix}{key}: got {value!r}; must be {rule}"
-            for key, value, ok, rule in rules if not ok and key in keys]
+    # A rule over several keys (first named in the message) applies when any of them was set.
+    return [f"{prefix}{_first(key)}: got {value!r}; must be {rule}"
+            for key, value, ok, rule in rules if not ok and set(_all(key)) & keys]
+
+
+def _first(key: str | tuple[str, ...]) -> str:
+    return key if isinstance(key, str) else key[0]
+
+
+def _all(key: str | tuple[str, ...]) -> tuple[str, ...]:
+    return (key,) if isinstance(key, str) else key
 
 
 def _check_stats(key: str, value: Any, positive: bool) -> list[str]:

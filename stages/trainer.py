@@ -233,7 +233,8 @@ def fit(t: Trainer, train: dict, val: dict, p: TrainParams, checkpoint: Path | N
                                     (epoch - 1) * steps, desc=f"epoch {epoch}/{o.epochs}", dist=dist)
         except NonFiniteLoss as err:
             step = (epoch - 1) * steps + err.step
-            lr = t.optimizers[0].param_groups[0]["peak_lr"] * (t.lr_at(step) if t.lr_at else 1.0)
+            group = t.optimizers[0].param_groups[0]
+            lr = group.get("peak_lr", group["lr"]) * (t.lr_at(step) if t.lr_at else 1.0)
             raise StageError(f"{err} of epoch {epoch} (lr {lr:.4g}); no model written. Lower train.optim.lr, "
                              "add train.optim.warmup, or check the data") from None
         if dist.world > 1:

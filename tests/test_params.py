@@ -169,6 +169,9 @@ def test_unknown_recipe_lists_the_known_ones():
     with pytest.raises(ParamsError, match=r"train\.recipe: got 'gpu' \(str\); expected one of 'tutorial', "
                                           r"'resnet-cpu', 'cpu', 'fast-gpu'"):
         parse_params(params_dict(**{"train.recipe": "gpu"}))
+    with pytest.raises(ParamsError) as err:
+        parse_params(params_dict(**{"train.recipe": "gpu"}))
+    assert str(err.value).count("\n") == 1  # one line for the name, none for the keys it could not fill
 
 
 def test_errors_name_where_the_bad_value_was_written():
