@@ -40,12 +40,14 @@ import contextlib
 import copy
 import dataclasses
 import hashlib
+import importlib.util
 import io
 import json
 import logging
 import math
 import os
 import platform
+import re
 import shutil
 import statistics
 import subprocess
@@ -83,6 +85,8 @@ SMOKE_MODEL = {"train.model.width": 8, "train.model.widths": [16, 32, 32]}
 CPU_COMPILE_SKIP = ("torch.compile on the CPU takes 20-45 s per model (inductor's C++ build): "
                     "--smoke checks compile on CUDA only")
 PATH_KEYS = {"download": "raw", "prepare": "prepared"}  # each stage's output in dvc.yaml's paths
+HAVE_DVCLIVE = importlib.util.find_spec("dvclive") is not None
+DVCLIVE_NOTE = "DVCLive is not installed here: the train stage ran without --live (its per-epoch DVCLive folder)"
 TAIL_LINES = 25  # lines of a failed part's output kept in the JSON
 
 log = logging.getLogger("gpu_check")
@@ -210,10 +214,15 @@ class Check:
         return {"data.url": str(self.archive), "data.md5": self.md5}
 
     def project(self, name: str, overrides: dict) -> Path:
-        """A fresh scratch copy of the project with these params overrides."""
+        """A fresh scratch copy of the project with these params overrides (and without --live where
+        DVCLive is missing)."""
         work = self.work / name
         work.mkdir()
         copy_project(work, overrides)
+        if not HAVE_DVCLIVE:
+            spec = yaml.safe_load((work / "dvc.yaml").read_text())
+            spec["stages"]["train"]["cmd"] = without_live(spec["stages"]["train"]["cmd"])
+            (work / "dvc.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
         return work
 
     def reuse(self, work: Path, stage: str) -> bool:
@@ -226,6 +235,12 @@ class Check:
         target.parent.mkdir(parents=True, exist_ok=True)
         target.symlink_to(source, target_is_directory=True)
         return True
+
+
+def without_live(cmd: str) -> str:
+    """The train command minus its optional `--live DIR`: stages/tracking.py imports DVCLive for it,
+    and the GPU machines have neither DVC nor DVCLive. The figures come from metrics/*.json alone."""
+    return re.sub(r"\s+--live\s+\S+", "", cmd)
 
 
 def set_params(work: Path, overrides: dict) -> None:
@@ -633,6 +648,7 @@ def table(report: dict) -> str:
         for item, status, text in entry["rows"]:
             lines.append(f"{'':<12} {item:<26} {status:<8} {'':>7}  {text}")
     lines.append("-" * 100)
+    lines += [f"note: {note}" for note in report["notes"]]
     lines.append(f"{report['mode']} run, {report['elapsed_s']:.0f}s of a {report['budget_s']:.0f}s budget, on "
                  f"{report['machine']}")
     return "\n".join(lines)
@@ -722,6 +738,7 @@ def main(argv: list[str] | None = None) -> None:
               "machine": machine(), "torch": torch.__version__, "cuda": torch.version.cuda,
               "gpu": torch.cuda.get_device_name() if cuda else None, "python": platform.python_version(),
               "budget_s": args.budget_s, "elapsed_s": 0.0, "finished": False,
+              "notes": [] if HAVE_DVCLIVE else [DVCLIVE_NOTE],
               "inputs": {k: getattr(args, k) and str(getattr(args, k)) for k in ("jpeg", "mirror_tool", "airbench")}, "parts": {}}
     with tempfile.TemporaryDirectory(prefix="gpu-check-") as tmp, Tee(args.out / "gpu_check.log") as tee:
         check = Check(args, clock, Path(tmp), cuda)
