@@ -21,10 +21,11 @@ failure never hides the rest:
                (params.yaml's tutorial trains 10: cut to fit the time budget)
   determinism  train.numerics.deterministic: the train stage twice, identical weights expected
   models       each model x {fp32, bf16} x compile {off, on}, two optimizer steps each
-A time guard skips what would run past --budget-s. Writes gpu_check.json,
-gpu_check.txt (the table) and gpu_check.log (everything printed) to --out,
-which defaults to $OUT when set (the device machine returns only that folder);
-the JSON is rewritten after every part, so a run killed midway keeps what it measured.
+A time guard skips what would run past --budget-s. `--only PART...` runs some parts again,
+with the mirror, which is reused from cache/gpu-mirror where an earlier run on the same machine
+built it. Writes gpu_check.json, gpu_check.txt (the table) and gpu_check.log (everything
+printed) to --out, which defaults to $OUT when set (the device machine returns only that
+folder); the JSON is rewritten after every part, so a run killed midway keeps what it measured.
 
 --smoke runs the same parts on the CPU in a couple of minutes: a tiny JPEG archive
 through the real mirror tool when it is found (else a synthetic archive in the
@@ -72,14 +73,19 @@ FULL_MD5 = "182e9d6f9f54ceeea150cb85e6c574de"  # the mirror tool's full build (.
 CARRY = ROOT / "cache/gpu"  # what --prepare-carry fills; the device run carries it
 SHARED = ROOT.parent / "shared"
 PARTS = ("mirror", "fast_gpu", "airbench", "tutorial", "determinism", "models")
-# Seconds each part takes on one H100 (estimates, about 460 in all). A part starts only with half
-# its estimate left; seeds and grid cells stop early to leave the later parts their estimates.
-ESTIMATE_S = {"mirror": 60, "fast_gpu": 150, "airbench": 50, "tutorial": 90, "determinism": 40, "models": 70}
+DATA_PARTS = {"fast_gpu", "airbench", "tutorial", "determinism"}  # these need the mirror part's archive
+# Seconds each part takes on one H100 (estimates, not yet measured: 470 in all). A part starts only
+# with half its estimate left; seeds and grid cells stop early to leave the later parts their estimates.
+# fast_gpu: the first seed's cold compile (about a minute), then about 25 s a seed of process starts,
+# compile cache loads, 10 epochs and evaluation.
+ESTIMATE_S = {"mirror": 50, "fast_gpu": 200, "airbench": 45, "tutorial": 80, "determinism": 35, "models": 60}
 SMOKE_ESTIMATE_S = dict.fromkeys(PARTS, 5)
 SEEDS, SMOKE_SEEDS = 5, 2
 SMOKE_PER_CLASS = (20, 10)  # train, test images per class of the smoke archive
 MODELS = ("mlp", "cnn", "resnet", "airbench")
-GRID_BATCH, SMOKE_GRID_BATCH = 256, 8  # images per step in the models grid, two steps per cell
+# Images per step in the models grid, two steps per cell. 1024 as fast-gpu's: its airbench bf16 cell
+# can then load fast_gpu's compiled graphs from inductor's cache instead of compiling afresh.
+GRID_BATCH, SMOKE_GRID_BATCH = 1024, 8
 # --smoke on the CPU: narrow resnet and airbench nets, so a step takes a fraction of a second
 SMOKE_MODEL = {"train.model.width": 8, "train.model.widths": [16, 32, 32]}
 CPU_COMPILE_SKIP = ("torch.compile on the CPU takes 20-45 s per model (inductor's C++ build): "
@@ -231,7 +237,7 @@ class Check:
         source = {"download": self.raw, "prepare": self.prepared}[stage]
         if source is None:
             return False
-        target = work / default_path(PATH_KEYS[stage], work / "dvc.yaml")
+        target = output(work, PATH_KEYS[stage])
         target.parent.mkdir(parents=True, exist_ok=True)
         target.symlink_to(source, target_is_directory=True)
         return True
@@ -241,6 +247,11 @@ def without_live(cmd: str) -> str:
     """The train command minus its optional `--live DIR`: stages/tracking.py imports DVCLive for it,
     and the GPU machines have neither DVC nor DVCLive. The figures come from metrics/*.json alone."""
     return re.sub(r"\s+--live\s+\S+", "", cmd)
+
+
+def output(work: Path, key: str) -> Path:
+    """A stage output in a scratch copy, by its key in dvc.yaml's paths."""
+    return work / default_path(key, work / "dvc.yaml")
 
 
 def set_params(work: Path, overrides: dict) -> None:
@@ -352,9 +363,9 @@ def part_fast_gpu(c: Check) -> tuple[dict, list]:
     notes = ["compile off and narrow nets: " + CPU_COMPILE_SKIP] if c.smoke and not c.cuda else []
     work = c.project("fast-gpu", overrides)
     prep = run_stages(work, only=("download",))
-    c.raw = work / default_path("raw", work / "dvc.yaml")
+    c.raw = output(work, "raw")
     prep |= run_stages(work, only=("prepare",))
-    c.prepared = work / default_path("prepared", work / "dvc.yaml")
+    c.prepared = output(work, "prepared")
     runs, rows, last = [], [], 0.0
     for seed in c.args.seeds:
         if runs and not c.clock.can_continue("fast_gpu", last):
@@ -364,7 +375,7 @@ def part_fast_gpu(c: Check) -> tuple[dict, list]:
         start = time.perf_counter()
         stages = run_stages(work, only=("train", "evaluate"))
         last = time.perf_counter() - start
-        train, metrics = read_json(work / "metrics/train.json"), read_json(work / "metrics/metrics.json")
+        train, metrics = read_json(output(work, "train_metrics")), read_json(output(work, "metrics"))
         run = {"seed": seed, "test_accuracy": metrics["accuracy"], "train_seconds": train["train_seconds"],
                "warmup_seconds": train["warmup_seconds"], "train_flops": train["train_flops"],
                "eval_flops": metrics["eval_flops"], "tta_views": metrics["tta_views"],
@@ -442,7 +453,7 @@ def part_airbench(c: Check) -> tuple[dict, list]:
     if c.args.airbench is None:
         raise Skipped("no airbench package: pass --airbench (wheel, sdist or folder) or put it in cache/gpu", sizes)
     path = airbench_path(c.args.airbench, c.work / "airbench-src")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(path), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(path), os.environ.get("PYTHONPATH")]))}
     out = folder / "runs.json"
     argv = [sys.executable, str(ROOT / "benchmarks/airbench_runs.py"), "--json", str(out),
             "--seeds", *map(str, c.args.seeds)] + (["--epochs", "1"] if c.smoke else [])
@@ -486,7 +497,7 @@ def part_tutorial(c: Check) -> tuple[dict, list]:
     if not c.clock.can_continue("tutorial", 3 * pipeline["train_seconds"]):
         raise Skipped("time guard: no time left for the tutorial's own loop", figures | {"rows": rows})
     # torchvision's CIFAR10 reads the download stage's cifar-10-batches-py folder from its parent
-    raw = work / default_path("raw", work / "dvc.yaml")
+    raw = output(work, "raw")
     tutorial = run_tutorial(raw.parent, epochs, torch.device(pipeline["device"]))
     figures |= {"tutorial": tutorial, "speedup": tutorial["train_seconds"] / pipeline["train_seconds"],
                 "accuracy_difference_points": 100 * (pipeline["test_accuracy"] - tutorial["test_accuracy"])}
@@ -509,8 +520,8 @@ def part_determinism(c: Check) -> tuple[dict, list]:
         start = time.perf_counter()
         run_stages(work, only=("train",))
         seconds.append(time.perf_counter() - start)
-        weights.append(torch.load(work / "data/model.pth", map_location="cpu", weights_only=True))
-    device = read_json(work / "metrics/train.json")["device"]
+        weights.append(torch.load(output(work, "model"), map_location="cpu", weights_only=True))
+    device = read_json(output(work, "train_metrics"))["device"]
     first, second = weights
     differing = [k for k in first if not torch.equal(first[k], second[k])]
     biggest = max(((first[k].double() - second[k].double()).abs().max().item() for k in differing), default=0.0)
@@ -571,15 +582,17 @@ def part_models(c: Check) -> tuple[dict, list]:
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
     batch = SMOKE_GRID_BATCH if c.smoke else GRID_BATCH
     extra = SMOKE_MODEL if c.smoke and device.type == "cpu" else {}
-    cells, rows, last = [], [], 0.0
-    for model in MODELS:
-        for precision in ("fp32", "bf16"):
-            for compile_ in (False, True):
+    cells, rows = [], []
+    last = {False: 0.0, True: 0.0}  # seconds of the last cell without and with compile: the next one's guess
+    # Every uncompiled cell first: the compiled ones take 10-60 s each and are the ones the time guard cuts.
+    for compile_ in (False, True):
+        for model in MODELS:
+            for precision in ("fp32", "bf16"):
                 cell = {"model": model, "precision": precision, "compile": compile_, "device": str(device)}
                 item = f"{model} {precision} compile {'on' if compile_ else 'off'}"
                 if compile_ and device.type == "cpu" and c.smoke:
                     cell |= {"status": "skipped", "reason": CPU_COMPILE_SKIP}
-                elif cells and not c.clock.can_continue("models", last):
+                elif not c.clock.can_continue("models", last[compile_]):
                     cell |= {"status": "skipped", "reason": "time guard"}
                 else:
                     start = time.perf_counter()
@@ -589,8 +602,7 @@ def part_models(c: Check) -> tuple[dict, list]:
                         cell |= {"status": "ok", **train_steps(p, device, batch)}
                     except Exception as err:  # noqa: BLE001 - one cell's failure is reported, the grid goes on
                         cell |= {"status": "failed", "error": f"{type(err).__name__}: {err}"[:500]}
-                    last = time.perf_counter() - start
-                    cell["wall_seconds"] = last
+                    last[compile_] = cell["wall_seconds"] = time.perf_counter() - start
                 cells.append(cell)
                 text = (f"loss {cell['loss']:.3f}, {cell['wall_seconds']:.1f}s (2 steps of {batch})"
                         if cell["status"] == "ok" else cell.get("reason") or cell.get("error"))
@@ -682,9 +694,13 @@ def prepare_carry(args: argparse.Namespace) -> None:
         raise SystemExit(f"--prepare-carry: not found: {', '.join(missing)}")
     for path in sources.values():
         target = dest / path.name
-        if target.resolve() != path.resolve():
-            (shutil.copytree if path.is_dir() else shutil.copy2)(path, target, **({"dirs_exist_ok": True}
-                                                                                   if path.is_dir() else {}))
+        if target.resolve() == path.resolve():
+            continue
+        if path.is_dir():
+            shutil.copytree(path, target, dirs_exist_ok=True)
+        else:
+            target.unlink(missing_ok=True)  # ../shared's files are read-only, and so would be a copy's
+            shutil.copyfile(path, target)
     size = sum(f.stat().st_size for f in dest.rglob("*") if f.is_file()) / 2**20
     rel = os.path.relpath(dest, ROOT)
     print(f"{dest}: {', '.join(sorted(p.name for p in dest.iterdir()))} ({size:.1f} MiB)\n"
@@ -698,12 +714,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--jpeg", type=Path, help="cifar10-jpeg.tar.gz (default: cache/gpu's, else ../shared/data's)")
     ap.add_argument("--mirror-tool", type=Path, help="cifar10_mirror.py (default: cache/gpu's, else ../shared/tools')")
     ap.add_argument("--airbench", type=Path, help="airbench wheel, sdist or folder (default: cache/gpu/airbench*)")
-    ap.add_argument("--out", type=Path, help="folder for gpu_check.{json,txt,log} (default: $OUT, else cache/gpu-check)")
+    ap.add_argument("--out", type=Path,
+                    help="folder for gpu_check.{json,txt,log} (default: $OUT, else cache/gpu-check)")
     ap.add_argument("--budget-s", type=float, default=480, help="seconds; later parts are skipped to stay within")
-    ap.add_argument("--seeds", type=int, help=f"seeds of fast-gpu and airbench (default {SEEDS}, --smoke {SMOKE_SEEDS})")
+    ap.add_argument("--seeds", type=int,
+                    help=f"how many seeds fast-gpu and airbench run (default {SEEDS}, --smoke {SMOKE_SEEDS})")
     ap.add_argument("--tutorial-epochs", type=int, default=1, help="epochs of the tutorial comparison (default 1)")
     ap.add_argument("--mirror-dir", type=Path, default=ROOT / "cache/gpu-mirror",
                     help="where the full mirror is built; one with the right md5 there is reused")
+    ap.add_argument("--only", nargs="+", choices=PARTS, metavar="PART",
+                    help=f"run only these parts (the mirror too where they need data): {', '.join(PARTS)}")
     ap.add_argument("--smoke", action="store_true", help="tiny data, 1 epoch, on whatever device: checks the script")
     ap.add_argument("--prepare-carry", type=Path, metavar="DIR",
                     help="only copy the JPEG archive, mirror tool and airbench package into DIR (e.g. cache/gpu)")
@@ -739,12 +759,16 @@ def main(argv: list[str] | None = None) -> None:
               "gpu": torch.cuda.get_device_name() if cuda else None, "python": platform.python_version(),
               "budget_s": args.budget_s, "elapsed_s": 0.0, "finished": False,
               "notes": [] if HAVE_DVCLIVE else [DVCLIVE_NOTE],
-              "inputs": {k: getattr(args, k) and str(getattr(args, k)) for k in ("jpeg", "mirror_tool", "airbench")}, "parts": {}}
+              "inputs": {k: getattr(args, k) and str(getattr(args, k)) for k in ("jpeg", "mirror_tool", "airbench")},
+              "parts": {}}
     with tempfile.TemporaryDirectory(prefix="gpu-check-") as tmp, Tee(args.out / "gpu_check.log") as tee:
         check = Check(args, clock, Path(tmp), cuda)
+        wanted = set(args.only or PARTS)
+        wanted |= {"mirror"} if wanted & DATA_PARTS else set()
         try:
             for name in PARTS:
-                report["parts"][name] = run_part(name, check, tee)
+                report["parts"][name] = run_part(name, check, tee) if name in wanted else {
+                    "status": "skipped", "seconds": 0.0, "reason": "not asked for (--only)", "figures": {}, "rows": []}
                 report["elapsed_s"] = clock.elapsed()
                 write_report(args.out, report)
         finally:

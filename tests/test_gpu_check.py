@@ -108,6 +108,15 @@ def test_time_guard_skips_what_does_not_fit_and_still_writes_the_report(tmp_path
     assert "skipped" in text
 
 
+def test_only_runs_the_parts_asked_for(tmp_path):
+    proc, report, _ = run_check(tmp_path, "--only", "models", timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert {name: p["status"] for name, p in report["parts"].items()} == {
+        "mirror": "skipped", "fast_gpu": "skipped", "airbench": "skipped", "tutorial": "skipped",
+        "determinism": "skipped", "models": "ok"}
+    assert report["parts"]["mirror"]["reason"] == "not asked for (--only)"
+
+
 def test_airbench_data_is_what_its_loader_reads(tmp_path, archive):
     path, _ = archive
     assert write_airbench_data(path, tmp_path / "cifar10") == {"train_images": 200, "test_images": 50}
