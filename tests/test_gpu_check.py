@@ -1,0 +1,154 @@
+"""benchmarks/gpu_check.py: its --smoke run end to end in a subprocess, so the GPU script cannot rot
+between GPU sessions, and the helpers that only the GPU run would otherwise exercise."""
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import subprocess
+import sys
+import tarfile
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from benchmarks.gpu_check import PARTS, airbench_path, without_live, write_airbench_data
+from stages.prepare import read_split
+from tests.conftest import PROJECT
+
+SCRIPT = PROJECT / "benchmarks/gpu_check.py"
+MIRROR_TOOL = PROJECT.parent / "shared/tools/cifar10_mirror.py"  # beside the checkout here; absent on a clean clone
+
+
+def run_check(out: Path, *args: str, timeout: float) -> tuple[subprocess.CompletedProcess, dict, str]:
+    env = {k: v for k, v in os.environ.items() if k != "OUT"}
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--smoke", "--out", str(out), *args], cwd=PROJECT, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+    assert (out / "gpu_check.json").is_file(), proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc, json.loads((out / "gpu_check.json").read_text()), (out / "gpu_check.txt").read_text()
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    """One --smoke run (about a minute on 2 idle cores); a generous budget so a busy machine's slowness
+    shows as time, not as parts skipped by the time guard."""
+    tool = ["--mirror-tool", str(MIRROR_TOOL)] if MIRROR_TOOL.is_file() else []
+    return run_check(tmp_path_factory.mktemp("gpu_check"), "--budget-s", "3600", *tool, timeout=1800)
+
+
+def test_smoke_run_exits_cleanly_and_reports_every_part(smoke):
+    proc, report, _ = smoke
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert list(report["parts"]) == list(PARTS)
+    assert report["finished"] and report["mode"] == "smoke"
+    assert report["machine"] and report["torch"] == torch.__version__
+    assert all(p["status"] in ("ok", "failed", "skipped") and isinstance(p["seconds"], float)
+               for p in report["parts"].values())
+
+
+def test_smoke_parts_pass_or_say_why_they_skipped(smoke):
+    _, report, _ = smoke
+    parts = report["parts"]
+    failed = {name: (p["reason"], p.get("log_tail")) for name, p in parts.items() if p["status"] == "failed"}
+    assert not failed
+    expected_skip = {"airbench"} if not torch.cuda.is_available() else set()
+    assert {name for name, p in parts.items() if p["status"] == "skipped"} == expected_skip
+    if expected_skip:
+        assert "CUDA-only" in parts["airbench"]["reason"]
+        assert parts["airbench"]["figures"] == {"train_images": 200, "test_images": 100}  # its data files, written
+    assert parts["determinism"]["figures"]["identical"] is True
+
+
+def test_smoke_builds_its_archive_with_the_mirror_tool_when_there_is_one(smoke):
+    _, report, _ = smoke
+    mirror = report["parts"]["mirror"]["figures"]
+    assert ("mirror tool" in mirror["source"]) == MIRROR_TOOL.is_file()
+    assert len(mirror["md5"]) == 32 and mirror["expected_md5"] is None
+
+
+def test_smoke_figures_are_numbers(smoke):
+    _, report, _ = smoke
+    fast = report["parts"]["fast_gpu"]["figures"]
+    assert [r["seed"] for r in fast["runs"]] == [0, 1]
+    for run in fast["runs"]:
+        assert 0 <= run["test_accuracy"] <= 1 and run["train_seconds"] > 0 and run["warmup_seconds"] >= 0
+        assert run["train_flops"] > 0 and run["eval_flops"] > 0 and run["tta_views"] == 6  # airbench's TTA
+    assert fast["overrides"]["prepare.mean"] == "train" and fast["mean_train_seconds"] > 0
+    tutorial = report["parts"]["tutorial"]["figures"]
+    assert tutorial["speedup"] > 0 and math.isfinite(tutorial["accuracy_difference_points"])
+    assert tutorial["pipeline"]["recipe"] == "tutorial" and tutorial["epochs"] == 1
+    cells = report["parts"]["models"]["figures"]["cells"]
+    assert len(cells) == 4 * 2 * 2
+    for cell in cells:
+        if cell["status"] == "ok":
+            assert math.isfinite(cell["loss"]) and cell["seconds"] > 0 and cell["tensors_changed"] > 0
+        else:  # the CPU's compile cells
+            assert cell["compile"] and cell["status"] == "skipped" and "compile" in cell["reason"]
+
+
+def test_smoke_table_has_a_line_per_part_and_per_model_cell(smoke):
+    _, report, text = smoke
+    lines = text.splitlines()
+    for name, part in report["parts"].items():
+        assert any(line.split()[:3] == [name, "(part)", part["status"]] for line in lines), name
+    assert any(line.split()[:5] == ["resnet", "bf16", "compile", "off", "ok"] for line in lines)
+    assert "smoke run" in lines[-1]
+    assert text.strip() in smoke[0].stdout  # printed too
+
+
+def test_time_guard_skips_what_does_not_fit_and_still_writes_the_report(tmp_path):
+    proc, report, text = run_check(tmp_path, "--budget-s", "0", timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert report["finished"] and list(report["parts"]) == list(PARTS)
+    assert all(p["status"] == "skipped" and p["reason"].startswith("time guard") for p in report["parts"].values())
+    assert "skipped" in text
+
+
+def test_only_runs_the_parts_asked_for(tmp_path):
+    proc, report, _ = run_check(tmp_path, "--only", "models", timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert {name: p["status"] for name, p in report["parts"].items()} == {
+        "mirror": "skipped", "fast_gpu": "skipped", "airbench": "skipped", "tutorial": "skipped",
+        "determinism": "skipped", "models": "ok"}
+    assert report["parts"]["mirror"]["reason"] == "not asked for (--only)"
+
+
+def test_airbench_data_is_what_its_loader_reads(tmp_path, archive):
+    path, _ = archive
+    assert write_airbench_data(path, tmp_path / "cifar10") == {"train_images": 200, "test_images": 50}
+    train = torch.load(tmp_path / "cifar10/train.pt", weights_only=True)  # as airbench's CifarLoader loads it
+    assert train["images"].dtype == torch.uint8 and train["images"].shape == (200, 32, 32, 3)
+    assert train["labels"].dtype == torch.int64 and train["classes"][:2] == ["airplane", "automobile"]
+    with tarfile.open(path) as tar:
+        tar.extractall(tmp_path / "raw", **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))
+    images, labels = read_split(tmp_path / "raw/cifar-10-batches-py", ("data_batch_1",), 10)  # (N, 3, 32, 32)
+    assert torch.equal(train["images"][0], torch.from_numpy(images[0]).permute(1, 2, 0))  # HWC, same pixels
+    assert train["labels"][:len(labels)].tolist() == labels.tolist()
+
+
+def test_airbench_path_finds_the_package_in_an_sdist_a_wheel_or_a_folder(tmp_path):
+    sdist = tmp_path / "airbench-0.1.8.tar.gz"
+    with tarfile.open(sdist, "w:gz") as tar:
+        info = tarfile.TarInfo("airbench-0.1.8/airbench/__init__.py")
+        tar.addfile(info, io.BytesIO(b""))
+    assert airbench_path(sdist, tmp_path / "src") == tmp_path / "src/airbench-0.1.8"
+    wheel = tmp_path / "airbench-0.1.8-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as zf:
+        zf.writestr("airbench/__init__.py", "")
+    assert airbench_path(wheel, tmp_path) == wheel
+    package = tmp_path / "src/airbench-0.1.8/airbench"
+    assert airbench_path(package, tmp_path) == package.parent == airbench_path(package.parent, tmp_path)
+    with pytest.raises(Exception, match="no airbench package"):
+        airbench_path(tmp_path / "src", tmp_path)
+
+
+def test_without_live_drops_only_the_dvclive_folder_from_the_train_command():
+    cmd = yaml.safe_load((PROJECT / "dvc.yaml").read_text())["stages"]["train"]["cmd"]
+    assert "--live ${paths.live}" in cmd
+    stripped = without_live(cmd)
+    assert "--live" not in stripped
+    assert stripped.split() == [w for w in cmd.split() if w not in ("--live", "${paths.live}")]
