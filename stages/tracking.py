@@ -13,12 +13,15 @@ and it appends, so an epoch logged just before a kill would appear twice.
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pandas as pd
 
 from .common import atomic_path
+
+log = logging.getLogger("stages")
 
 # CSV column -> DVCLive metric name ("train/loss" is `train.loss` in `dvc metrics show`).
 LIVE_NAMES = {"train_loss": "train/loss", "train_accuracy": "train/accuracy", "val_loss": "val/loss",
@@ -60,10 +63,15 @@ def epoch_log(history_path: Path, live_dir: Path | None, enabled: bool = True
     if not enabled:
         yield None
         return
+    try:
+        from dvclive import Live
+    except ImportError:  # the stage run by hand where only torch is installed (the GPU machines)
+        if live_dir is not None:
+            log.warning("DVCLive is not installed: writing %s only, not %s", history_path, live_dir)
+        live_dir = None
     if live_dir is None:
         yield lambda history: write_history(history_path, history)
         return
-    from dvclive import Live
 
     # dvcyaml=False: dvc.yaml declares the folder itself (DVCLive would rewrite it, `vars` and all).
     # save_dvc_exp=False: a pipeline stage never saves experiments; `dvc exp run` does that.

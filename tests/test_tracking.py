@@ -129,3 +129,21 @@ def test_dvc_yaml_declares_the_live_folder_its_metrics_and_the_model_artifact():
         artifact = repo.artifacts.read()["dvc.yaml"]["cifar10-classifier"]
     assert (artifact.path, artifact.type) == ("data/model.pth", "model")
     assert artifact.desc and {"cifar10", "pytorch"} <= set(artifact.labels)
+
+
+def test_without_dvclive_installed_the_csv_is_still_written(tmp_path, monkeypatch, caplog):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_dvclive(name, *args, **kwargs):
+        if name == "dvclive" or name.startswith("dvclive."):
+            raise ImportError("No module named 'dvclive'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_dvclive)
+    with epoch_log(tmp_path / "log.csv", tmp_path / "live") as on_epoch:
+        on_epoch([{"epoch": 1, "train_loss": 1.0, "train_accuracy": 0.5, "val_loss": None, "val_accuracy": None,
+                   "seconds": 1.0, "images_per_second": 10.0, "lr": 0.1}])
+    assert (tmp_path / "log.csv").is_file() and not (tmp_path / "live").exists()
+    assert "DVCLive is not installed" in caplog.text
