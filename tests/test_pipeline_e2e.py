@@ -47,7 +47,8 @@ def make_project(root, archive, **dotted):
         (shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__")) if src.is_dir()
          else shutil.copy(src, dst))
     write_params(root / "params.yaml", **{"data.url": str(archive[0]), "data.md5": archive[1],
-                                          "train.epochs": 2, "train.lr": 0.01, "train.device": "cpu",
+                                          "train.optim.epochs": 2, "train.optim.lr": 0.01,
+                                          "train.numerics.device": "cpu",
                                           "evaluate.device": "cpu", **dotted})
     sh(root, "git", "init", "-q")
     sh(root, "git", "add", "-A")
@@ -72,7 +73,7 @@ def test_repro_skip_rerun_diff_and_repeatability(project):
     assert "up to date" in sh(project, "dvc", "status")
 
     params = yaml.safe_load((project / "params.yaml").read_text())
-    params["train"]["lr"] = 0.002
+    params["train"]["optim"]["lr"] = 0.002
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     out = sh(project, "dvc", "repro")
     assert ran(out) == {"train", "evaluate"}
@@ -105,10 +106,10 @@ def test_repro_skip_rerun_diff_and_repeatability(project):
 
 
 def test_run_cache_restores_training_for_params_seen_before(project):
-    first = sh(project, "dvc", "exp", "run", "-S", "train.lr=0.02")  # params A
+    first = sh(project, "dvc", "exp", "run", "-S", "train.optim.lr=0.02")  # params A
     metrics_a = (project / "metrics/metrics.json").read_bytes()
-    second = sh(project, "dvc", "exp", "run", "-S", "train.lr=0.005")  # B
-    third = sh(project, "dvc", "exp", "run", "-S", "train.lr=0.02")  # A again
+    second = sh(project, "dvc", "exp", "run", "-S", "train.optim.lr=0.005")  # B
+    third = sh(project, "dvc", "exp", "run", "-S", "train.optim.lr=0.02")  # A again
     assert "epoch 1/2 loss" in first and "epoch 1/2 loss" in second  # these two trained
     assert "Stage 'train' is cached - skipping run" in third and "Stage 'evaluate' is cached" in third
     assert "epoch 1/2 loss" not in third  # restored, not trained
@@ -136,19 +137,19 @@ def test_recipe_switch_with_exp_run_records_the_recipe_in_dvc_lock(project):
     sh(project, "dvc", "repro")
     sh(project, "git", "add", "-A")
     sh(project, "git", "commit", "-qm", "first run")
-    out = sh(project, "dvc", "exp", "run", "-S", "train.recipe=cpu", "-S", "train.width=4",
-             "-S", "train.batch_size=32", "-S", "train.precision=fp32")
+    out = sh(project, "dvc", "exp", "run", "-S", "train.recipe=resnet-cpu", "-S", "train.model.width=4",
+             "-S", "train.optim.batch_size=32", "-S", "train.numerics.precision=fp32")
     assert ran(out) == {"train", "evaluate"}
     lock = yaml.safe_load((project / "dvc.lock").read_text())
     locked = lock["stages"]["train"]["params"]["params.yaml"]
-    assert locked["train"]["recipe"] == "cpu" and locked["train"]["width"] == 4
-    assert locked["recipes"]["cpu"]["model"] == "resnet"
+    assert locked["train"]["recipe"] == "resnet-cpu" and locked["train"]["model"]["width"] == 4
+    assert locked["recipes"]["resnet-cpu"]["model"]["name"] == "resnet"
     meta = json.loads((project / "data/model.json").read_text())
-    assert meta["train_params"]["model"] == "resnet"  # the recipe's value, resolved
-    assert meta["train_params"]["flip"] is True and meta["train_params"]["width"] == 4
-    assert json.loads((project / "metrics/train.json").read_text())["recipe"] == "cpu"
+    assert meta["train_params"]["model"]["name"] == "resnet"  # the recipe's value, resolved
+    assert meta["train_params"]["augment"]["flip"] == "random" and meta["train_params"]["model"]["width"] == 4
+    assert json.loads((project / "metrics/train.json").read_text())["recipe"] == "resnet-cpu"
     shown = json.loads(sh(project, "dvc", "exp", "show", "--json"))
-    assert "cpu" in json.dumps(shown)
+    assert "resnet-cpu" in json.dumps(shown)
 
 
 def test_queued_sweep_gate_and_ci_summary(project):
@@ -161,16 +162,17 @@ def test_queued_sweep_gate_and_ci_summary(project):
     shutil.copy(project / "metrics/confusion.csv", base_confusion)
 
     # DVC 3.67's Hydra sweeper expands range(0,2) to seeds 0 and 1: a 2 x 2 grid
-    sh(project, "dvc", "exp", "run", "--queue", "-S", "train.lr=0.005,0.02", "-S", "train.seed=range(0,2)")
+    sh(project, "dvc", "exp", "run", "--queue", "-S", "train.optim.lr=0.005,0.02", "-S",
+       "train.numerics.seed=range(0,2)")
     sh(project, "dvc", "exp", "run", "--run-all", "-j", "1")
     shown = json.loads(sh(project, "dvc", "exp", "show", "--json"))
     runs = [exp for row in shown for exp in (row.get("experiments") or [])]
-    grid = sorted((run["revs"][0]["data"]["params"]["params.yaml"]["data"]["train"]["lr"],
-                   run["revs"][0]["data"]["params"]["params.yaml"]["data"]["train"]["seed"]) for run in runs)
+    trains = [run["revs"][0]["data"]["params"]["params.yaml"]["data"]["train"] for run in runs]
+    grid = sorted((train["optim"]["lr"], train["numerics"]["seed"]) for train in trains)
     assert grid == [(0.005, 0), (0.005, 1), (0.02, 0), (0.02, 1)]
     summary = sh(project, sys.executable, "-m", "stages.seeds")  # runs `dvc exp show --json` itself
     assert summary.startswith("4 runs in 2 group(s)")
-    assert "| train.lr=0.005 | 2 | 0, 1 | " in summary and "| train.lr=0.02 | 2 | 0, 1 | " in summary
+    assert "| train.optim.lr=0.005 | 2 | 0, 1 | " in summary and "| train.optim.lr=0.02 | 2 | 0, 1 | " in summary
     assert "| cat | " in summary
     accuracies = [run["revs"][0]["data"]["metrics"]["metrics/metrics.json"]["data"]["accuracy"] for run in runs]
     assert all(0 <= a <= 1 for a in accuracies)
@@ -194,7 +196,7 @@ def test_queued_sweep_gate_and_ci_summary(project):
 
 
 def test_kill_9_mid_training_then_repro_resumes_to_the_same_result(tmp_path, archive):
-    settings = {"train.epochs": 40, "train.lr": 0.005}
+    settings = {"train.optim.epochs": 40, "train.optim.lr": 0.005}
     whole = make_project(tmp_path / "whole", archive, **settings)
     sh(whole, "dvc", "repro")
 

@@ -22,8 +22,8 @@ from tests.test_pipeline_e2e import ENV, make_project, sh
 
 pytestmark = pytest.mark.e2e
 SCRIPT = PROJECT / ".github/scripts/pr_check.py"
-# The subset overrides for the tiny archive: train.epochs as committed (2), and a gate floor.
-OVERRIDES = ["-S", "train.epochs=2", "-S", "gate.min_accuracy=0.3"]
+# The subset overrides for the tiny archive: train.optim.epochs as committed (2), and a gate floor.
+OVERRIDES = ["-S", "train.optim.epochs=2", "-S", "gate.min_accuracy=0.3"]
 
 
 def edit_params(repo: Path, change: Callable[[dict], None]) -> None:
@@ -44,8 +44,8 @@ def origin(tmp_path_factory, archive) -> tuple[Path, Path]:
     """(origin repository, shared DVC cache). Branches:
     main          the project on the tiny archive, dvc.lock not committed
     pr-pass       gate.max_drop changed (no stage depends on it), run, dvc.lock committed
-    pr-stale      pr-pass with train.lr changed and dvc.lock left as it was
-    pr-drop       train.lr so small that the model learns nothing in 2 epochs
+    pr-stale      pr-pass with train.optim.lr changed and dvc.lock left as it was
+    pr-drop       train.optim.lr so small that the model learns nothing in 2 epochs
     old-main      main whose params.yaml has no `gate` section yet; pr-adds-gate adds it
     empty         a main with a README only; pr-first adds the whole pipeline
     """
@@ -59,8 +59,8 @@ def origin(tmp_path_factory, archive) -> tuple[Path, Path]:
     sh(repo, sys.executable, "-m", "dvc", "repro")  # the one full run; fills the shared cache
     sh(repo, "git", "add", "dvc.lock")
     sh(repo, "git", "commit", "-qm", "pr-pass: run, commit dvc.lock")
-    branch(repo, "pr-stale", "pr-pass", lambda r: edit_params(r, lambda p: p["train"].update(lr=0.02)))
-    branch(repo, "pr-drop", "main", lambda r: edit_params(r, lambda p: p["train"].update(lr=1e-6)))
+    branch(repo, "pr-stale", "pr-pass", lambda r: edit_params(r, lambda p: p["train"]["optim"].update(lr=0.02)))
+    branch(repo, "pr-drop", "main", lambda r: edit_params(r, lambda p: p["train"]["optim"].update(lr=1e-6)))
     branch(repo, "old-main", "main", lambda r: edit_params(r, lambda p: p.pop("gate")))
     branch(repo, "pr-adds-gate", "old-main", lambda r: sh(r, "git", "checkout", "main", "--", "params.yaml"))
 
@@ -124,7 +124,7 @@ def test_pr_whose_accuracy_drops_fails_with_the_reason(origin, tmp_path):
     assert summary.startswith("## Pipeline check: failed")
     assert "FAIL accuracy change -" in summary and "beyond gate.max_drop 0.0200" in summary
     assert "FAIL paired test, overall (50 images)" in summary and "significant drop" in summary
-    assert "| train.lr | 0.01 | 1e-06 |" in summary
+    assert "| train.optim.lr | 0.01 | 1e-06 |" in summary
 
 
 def test_pr_adding_the_params_key_the_overrides_set_has_no_baseline_and_passes(origin, tmp_path):
@@ -174,12 +174,13 @@ def test_only_code_params_and_definition_changes_make_the_lock_stale():
 
 def test_overrides_may_change_values_never_add_keys():
     script = load_script()
-    assert script.parse_overrides(["train.lr=0.1", "train.flip=true"]) == {"train.lr": 0.1, "train.flip": True}
+    parsed = script.parse_overrides(["train.optim.lr=0.1", "train.numerics.compile=true", "train.augment.flip=none"])
+    assert parsed == {"train.optim.lr": 0.1, "train.numerics.compile": True, "train.augment.flip": "none"}
     with pytest.raises(script.CheckError, match="override 'nonsense': expected dotted.key=value"):
         script.parse_overrides(["nonsense"])
-    params = {"train": {"lr": None}, "gate": {"min_accuracy": 0.5}}
-    assert script.missing_keys(params, ["train.lr", "gate.max_drop", "gate.min_accuracy.x", "x.y"]) == [
-        "gate.max_drop", "gate.min_accuracy.x", "x.y"]
+    params = {"train": {"optim": {"lr": None}}, "gate": {"min_accuracy": 0.5}}
+    keys = ["train.optim.lr", "train.lr", "gate.max_drop", "gate.min_accuracy.x", "x.y"]
+    assert script.missing_keys(params, keys) == ["train.lr", "gate.max_drop", "gate.min_accuracy.x", "x.y"]
 
 
 def test_a_bad_override_stops_the_check_with_its_reason(origin, tmp_path):

@@ -47,7 +47,7 @@ def test_metrics_dvc_reports_change_while_the_train_stage_runs(tmp_path, archive
     sh(project, "git", "commit", "-qm", "baseline run")
     train_json, live_json = project / "metrics/train.json", project / "metrics/live/metrics.json"
 
-    proc = subprocess.Popen(["dvc", "exp", "run", "-S", "train.epochs=12"], cwd=project, env=ENV,
+    proc = subprocess.Popen(["dvc", "exp", "run", "-S", "train.optim.epochs=12"], cwd=project, env=ENV,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     # Whenever the live file shows a new epoch, freeze the run (dvc and the stage: one process group)
     # and ask DVC, so that slow `dvc metrics show` calls on a busy machine cannot outlast training.

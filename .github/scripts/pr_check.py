@@ -45,7 +45,7 @@ import yaml
 
 # The subset both runs use: 200 training and 100 test images per class, 2 epochs, and an
 # accuracy floor that such a short run clears.
-SUBSET = ("prepare.train_per_class=200", "prepare.test_per_class=100", "train.epochs=2",
+SUBSET = ("prepare.train_per_class=200", "prepare.test_per_class=100", "train.optim.epochs=2",
           "gate.min_accuracy=0.25")
 # What the summary compares, beside per-class accuracy.
 HEADLINE = ("accuracy", "loss", "macro_f1")
