@@ -40,7 +40,6 @@ import collections
 import contextlib
 import copy
 import dataclasses
-import hashlib
 import importlib.util
 import io
 import json
@@ -68,6 +67,7 @@ from benchmarks.runner import ROOT, commit, copy_project, machine, results, run_
 from stages.cifar import ARCHIVE_DIR, META_FILE, TEST_FILE, TRAIN_FILES  # noqa: E402
 from stages.common import default_path  # noqa: E402
 from stages.params import parse_params, set_dotted  # noqa: E402
+from stages.train import file_md5  # noqa: E402
 
 FULL_MD5 = "182e9d6f9f54ceeea150cb85e6c574de"  # the mirror tool's full build (../shared/data/README.md)
 CARRY = ROOT / "cache/gpu"  # what --prepare-carry fills; the device run carries it
@@ -262,14 +262,6 @@ def set_params(work: Path, overrides: dict) -> None:
 def read_json(path: Path) -> dict:
     with open(path, encoding="utf-8") as f:
         return json.load(f)
-
-
-def file_md5(path: Path) -> str:
-    digest = hashlib.md5()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def mean_sd(values: list[float]) -> tuple[float, float]:
