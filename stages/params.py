@@ -65,7 +65,7 @@ class OptimParams:
     lr: float  # peak learning rate, in `units`
     momentum: float  # SGD momentum, 0 = plain SGD (adamw ignores it)
     nesterov: bool  # SGD Nesterov momentum (needs momentum > 0)
-    weight_decay: float  # L2 (sgd) or decoupled (adamw) weight decay, in `units`
+    weight_decay: float  # L2 (sgd) or decoupled (adamw) decay, in `units` (per-1024: shrink per 1,024 images)
     bn_bias_lr: float  # lr multiplier for BatchNorm biases (airbench: 64); their decay is divided by it
     muon: bool  # conv filters by Muon (stages/optimizers.py), the rest by `optimizer`
     muon_lr: float  # Muon's peak lr, per step (airbench94 Muon: 0.24)
