@@ -2,12 +2,15 @@
 branch and PR branches, each checked out as CI does: a fresh clone of the PR branch.
 
 All clones share one DVC cache (set with `dvc cache dir --local`), as successive CI runs
-share nothing but could: the fixture's one full run of the pipeline is then restored from
-the run cache wherever code and params match, and each case runs only what it changed.
+share nothing but could: it starts as a copy of the cache of the session's first run
+(tests/conftest_e2e.py, the same project on the same archive), so the fixture's run of the
+pipeline and every case restore from the run cache wherever code and params match, and each
+case runs only what it changed.
 """
 from __future__ import annotations
 
 import importlib.util
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable
@@ -18,9 +21,10 @@ import yaml
 
 from tests.cifar_archive import CLASSES
 from tests.conftest import PROJECT
-from tests.test_pipeline_e2e import ENV, make_project, sh
+from tests.e2e_support import ENV, make_project, ran, sh
 
 pytestmark = pytest.mark.e2e
+pytest_plugins = ["tests.conftest_e2e"]
 SCRIPT = PROJECT / ".github/scripts/pr_check.py"
 # The subset overrides for the tiny archive: train.optim.epochs as committed (2), and a gate floor.
 OVERRIDES = ["-S", "train.optim.epochs=2", "-S", "gate.min_accuracy=0.3"]
@@ -32,6 +36,11 @@ def edit_params(repo: Path, change: Callable[[dict], None]) -> None:
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 
+def use_cache(repo: Path, cache: Path) -> None:
+    """What `dvc cache dir --local CACHE` writes, without starting DVC for it."""
+    (repo / ".dvc/config.local").write_text(f"[cache]\n    dir = {cache}\n")
+
+
 def branch(repo: Path, name: str, start: str, change: Callable[[Path], None]) -> None:
     sh(repo, "git", "checkout", "-q", "-B", name, start)
     change(repo)
@@ -40,7 +49,7 @@ def branch(repo: Path, name: str, start: str, change: Callable[[Path], None]) ->
 
 
 @pytest.fixture(scope="module")
-def origin(tmp_path_factory, archive) -> tuple[Path, Path]:
+def origin(tmp_path_factory, archive, first_run) -> tuple[Path, Path]:
     """(origin repository, shared DVC cache). Branches:
     main          the project on the tiny archive, dvc.lock not committed
     pr-pass       gate.max_drop changed (no stage depends on it), run, dvc.lock committed
@@ -51,15 +60,17 @@ def origin(tmp_path_factory, archive) -> tuple[Path, Path]:
     """
     root = tmp_path_factory.mktemp("pr_check")
     cache = root / "dvc-cache"
+    shutil.copytree(first_run.root / ".dvc/cache", cache)  # with its run cache
     repo = make_project(root / "origin", archive)
     sh(repo, "git", "branch", "-M", "main")
-    sh(repo, sys.executable, "-m", "dvc", "cache", "dir", "--local", str(cache))
+    use_cache(repo, cache)
 
     branch(repo, "pr-pass", "main", lambda r: edit_params(r, lambda p: p["gate"].update(max_drop=0.03)))
-    sh(repo, sys.executable, "-m", "dvc", "repro")  # the one full run; fills the shared cache
+    out = sh(repo, sys.executable, "-m", "dvc", "repro")  # the first run's stages, restored
+    assert ran(out) == set(), "the first run's params and code differ from main's"
     sh(repo, "git", "add", "dvc.lock")
     sh(repo, "git", "commit", "-qm", "pr-pass: run, commit dvc.lock")
-    branch(repo, "pr-stale", "pr-pass", lambda r: edit_params(r, lambda p: p["train"]["optim"].update(lr=0.02)))
+    branch(repo, "pr-stale", "pr-pass", lambda r: edit_params(r, lambda p: p["train"]["optim"].update(lr=0.002)))
     branch(repo, "pr-drop", "main", lambda r: edit_params(r, lambda p: p["train"]["optim"].update(lr=1e-6)))
     branch(repo, "old-main", "main", lambda r: edit_params(r, lambda p: p.pop("gate")))
     branch(repo, "pr-adds-gate", "old-main", lambda r: sh(r, "git", "checkout", "main", "--", "params.yaml"))
@@ -79,7 +90,7 @@ def check(origin: tuple[Path, Path], tmp_path: Path, pr: str, base: str) -> tupl
     repo, cache = origin
     clone = tmp_path / "clone"
     sh(tmp_path, "git", "clone", "-q", "-b", pr, str(repo), str(clone))
-    sh(clone, sys.executable, "-m", "dvc", "cache", "dir", "--local", str(cache))
+    use_cache(clone, cache)
     out = tmp_path / "report"
     result = subprocess.run([sys.executable, str(SCRIPT), "--base", f"origin/{base}", "--out", str(out),
                              "--work", str(tmp_path), *OVERRIDES], cwd=clone, env=ENV, capture_output=True,
@@ -124,7 +135,7 @@ def test_pr_whose_accuracy_drops_fails_with_the_reason(origin, tmp_path):
     assert summary.startswith("## Pipeline check: failed")
     assert "FAIL accuracy change -" in summary and "beyond gate.max_drop 0.0200" in summary
     assert "FAIL paired test, overall (50 images)" in summary and "significant drop" in summary
-    assert "| train.optim.lr | 0.01 | 1e-06 |" in summary
+    assert "| train.optim.lr | 0.001 | 1e-06 |" in summary
 
 
 def test_pr_adding_the_params_key_the_overrides_set_has_no_baseline_and_passes(origin, tmp_path):

@@ -1,4 +1,6 @@
-"""Live metrics during a real `dvc exp run`, and the model registry entry resolved through a remote."""
+"""Live metrics during a real `dvc exp run`, and the model registry entry resolved through a remote.
+
+Both start from a copy of the session's first run (tests/conftest_e2e.py)."""
 from __future__ import annotations
 
 import json
@@ -10,9 +12,11 @@ import time
 
 import pytest
 
-from tests.test_pipeline_e2e import ENV, make_project, sh
+from tests.e2e_support import ENV, sh
 
 pytestmark = pytest.mark.e2e
+pytest_plugins = ["tests.conftest_e2e"]
+EPOCHS = 5  # of the watched run: each new epoch is seen (the run is frozen while DVC is asked)
 
 
 def live_step(project) -> int | None:
@@ -40,14 +44,11 @@ def file_step(path) -> int:
         return 0
 
 
-def test_metrics_dvc_reports_change_while_the_train_stage_runs(tmp_path, archive):
-    project = make_project(tmp_path / "project", archive)
-    sh(project, "dvc", "repro")
-    sh(project, "git", "add", "-A")
-    sh(project, "git", "commit", "-qm", "baseline run")
+def test_metrics_dvc_reports_change_while_the_train_stage_runs(ran_project):
+    project = ran_project  # the committed baseline run
     train_json, live_json = project / "metrics/train.json", project / "metrics/live/metrics.json"
 
-    proc = subprocess.Popen(["dvc", "exp", "run", "-S", "train.optim.epochs=12"], cwd=project, env=ENV,
+    proc = subprocess.Popen(["dvc", "exp", "run", "-S", f"train.optim.epochs={EPOCHS}"], cwd=project, env=ENV,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     # Whenever the live file shows a new epoch, freeze the run (dvc and the stage: one process group)
     # and ask DVC, so that slow `dvc metrics show` calls on a busy machine cannot outlast training.
@@ -75,14 +76,13 @@ def test_metrics_dvc_reports_change_while_the_train_stage_runs(tmp_path, archive
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
     assert len(set(reported)) >= 2, f"dvc metrics show during the train stage reported epochs {reported}"
-    assert reported == sorted(reported) and all(1 <= s < 12 for s in reported)
+    assert reported == sorted(reported) and all(1 <= s < EPOCHS for s in reported)
     assert in_exp_show[0] == in_exp_show[1]  # `dvc exp show` sees the same epoch in the workspace row
-    assert live_step(project) == 12 and exp_show_step(project) == 12  # and after the run, the last epoch
+    assert live_step(project) == EPOCHS and exp_show_step(project) == EPOCHS  # and after the run, the last epoch
 
 
-def test_model_registry_entry_resolves_through_a_local_remote(tmp_path, archive):
-    project = make_project(tmp_path / "project", archive)
-    sh(project, "dvc", "repro")
+def test_model_registry_entry_resolves_through_a_local_remote(ran_project, tmp_path):
+    project = ran_project
     sh(project, "dvc", "remote", "add", "-d", "store", str(tmp_path / "remote"))
     sh(project, "git", "add", "-A")
     sh(project, "git", "commit", "-qm", "first model and a remote")
