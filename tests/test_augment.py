@@ -47,3 +47,33 @@ def test_augment_flips_exactly_the_masked_images():
     mask = torch.tensor([True, False, True, False, False, True])
     out = augment(x, 0, mask, torch.Generator())
     assert torch.equal(out[mask], x[mask].flip(3)) and torch.equal(out[~mask], x[~mask])
+
+
+def random_augment(images, crop_pad, seed):
+    """Random flips and crops as an epoch draws them: the flip coins, then the shifts, from one generator."""
+    generator = torch.Generator().manual_seed(seed)
+    return augment(images, crop_pad, flip_mask(len(images), "random", 1, None, generator), generator)
+
+
+def test_augment_is_seeded_and_keeps_image_content():
+    images = torch.arange(2 * 3 * 32 * 32, dtype=torch.float32).view(2, 3, 32, 32)
+    a = random_augment(images, 4, seed=0)
+    b = random_augment(images, 4, seed=0)
+    c = random_augment(images, 4, seed=1)
+    assert a.shape == images.shape and torch.equal(a, b) and not torch.equal(a, c)
+    # Crops come from the reflect-padded image: the centre 24x24 of every crop lies inside the original.
+    for i in range(2):
+        centre = a[i, :, 4:28, 4:28]
+        hits = [torch.equal(centre, img[:, dy:dy + 24, dx:dx + 24])
+                for img in (images[i], images[i].flip(2)) for dy in range(9) for dx in range(9)]
+        assert any(hits)
+
+
+def test_augment_off_is_identity_and_flip_only_mirrors():
+    images = torch.randn(64, 3, 32, 32)
+    assert torch.equal(augment(images, 0, None, torch.Generator()), images)
+    assert flip_mask(64, "none", 1, None, torch.Generator()) is None
+    flipped = random_augment(images, 0, seed=0)
+    same = (flipped == images).flatten(1).all(1)
+    mirrored = (flipped == images.flip(3)).flatten(1).all(1)
+    assert (same | mirrored).all() and 10 < mirrored.sum() < 54

@@ -33,3 +33,13 @@ def test_lookahead_decay_grows_with_the_cube_of_progress():
     assert lookahead_decay(0, 100, 0.95 ** 5) == 0.0
     assert lookahead_decay(50, 100, 0.8) == pytest.approx(0.8 / 8)
     assert lookahead_decay(100, 100, 0.8) == pytest.approx(0.8)
+
+
+@pytest.mark.parametrize("schedule, expected", [
+    ("constant", [0.5, 1.0, 1.0, 1.0, 1.0, 1.0]),
+    ("linear", [0.5, 1.0, 1.0, 0.75, 0.5, 0.25]),
+    ("cosine", [0.5, 1.0, 1.0, 0.8536, 0.5, 0.1464]),
+])
+def test_lr_schedules(schedule, expected):
+    got = [lr_factor(step, 6, warmup=2 / 6, schedule=schedule) for step in range(6)]
+    assert got == pytest.approx(expected, abs=1e-4)
