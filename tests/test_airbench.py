@@ -36,7 +36,7 @@ def built(p, images):
 
 @pytest.mark.parametrize("activation, kind", [("gelu", nn.GELU), ("celu", nn.CELU), ("relu", nn.ReLU)])
 def test_forward_shapes_activation_and_frozen_bn(activation, kind):
-    p = tiny(**{"train.model.activation": activation})
+    p = tiny(**{"train.model.activation": activation, "train.model.bn_momentum": 0.4})
     model = build_model(p.model, 10)
     out = model(torch.randn(4, 3, 32, 32))
     assert out.shape == (4, 10) and torch.isfinite(out).all()
