@@ -18,13 +18,12 @@ import json
 import shutil
 import statistics
 import sys
-import tempfile
 from pathlib import Path
 
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.runner import commit, copy_project, machine, parse_set, results, run_stages  # noqa: E402
+from benchmarks.runner import commit, copy_project, machine, parse_set, results, run_stages, scratch  # noqa: E402
 from stages.common import default_path  # noqa: E402
 from stages.params import set_dotted  # noqa: E402
 
@@ -69,8 +68,7 @@ def main() -> None:
     rows = [("base", {}, args.base_seeds)] + [(*parse_change(c), args.seeds) for c in args.change]
 
     table = []
-    with tempfile.TemporaryDirectory(prefix="ablation-") as tmp:
-        work = Path(tmp)
+    with scratch("ablation-") as work:
         copy_project(work, {"data.url": str(args.archive.resolve()), "data.md5": args.md5,
                             "train.recipe": args.base, **parse_set(args.set)})
         run_stages(work, only=("download", "prepare"))

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -29,7 +28,7 @@ from torch import nn
 from torchvision import transforms
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.runner import ROOT, commit, copy_project, machine, results, run_stages  # noqa: E402
+from benchmarks.runner import ROOT, commit, copy_project, machine, results, run_stages, scratch  # noqa: E402
 from stages.params import load_params  # noqa: E402
 
 
@@ -96,8 +95,7 @@ def main() -> None:
     epochs = args.epochs or load_params(ROOT / "params.yaml").train.optim.epochs
     overrides = {"data.url": str(args.archive.resolve()), "data.md5": args.md5, "train.optim.epochs": epochs}
 
-    with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
-        work = Path(tmp)
+    with scratch("bench-") as work:
         copy_project(work, overrides)
         stages = run_stages(work)
         pipeline = {**results(work), "stages": stages}

@@ -15,13 +15,12 @@ import argparse
 import json
 import statistics
 import sys
-import tempfile
 from pathlib import Path
 
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.runner import commit, copy_project, machine, parse_set, results, run_stages  # noqa: E402
+from benchmarks.runner import commit, copy_project, machine, parse_set, results, run_stages, scratch  # noqa: E402
 from stages.params import set_dotted  # noqa: E402
 
 
@@ -38,8 +37,7 @@ def main() -> None:
                  **parse_set(args.set)}
 
     runs = []
-    with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
-        work = Path(tmp)
+    with scratch("bench-") as work:
         copy_project(work, overrides)
         stages = run_stages(work, only=("download", "prepare"))
         for seed in args.seeds:

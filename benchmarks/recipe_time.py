@@ -17,13 +17,12 @@ import argparse
 import json
 import statistics
 import sys
-import tempfile
 from pathlib import Path
 
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.runner import commit, copy_project, machine, parse_set, run_stages  # noqa: E402
+from benchmarks.runner import commit, copy_project, machine, parse_set, run_stages, scratch  # noqa: E402
 from stages.params import parse_params, set_dotted  # noqa: E402
 
 
@@ -44,8 +43,7 @@ def main() -> None:
     args = ap.parse_args()
 
     per_epoch: dict[str, list[float]] = {r: [] for r in args.recipes}
-    with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
-        work = Path(tmp)
+    with scratch("bench-") as work:
         copy_project(work, {"data.url": str(args.archive.resolve()), "data.md5": args.md5, **parse_set(args.set)})
         run_stages(work, only=("download", "prepare"))
         base = yaml.safe_load((work / "params.yaml").read_text())

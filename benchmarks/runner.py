@@ -6,15 +6,19 @@ params.yaml gets the overrides asked for.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -32,6 +36,21 @@ def stage_commands(dvc_yaml: Path) -> list[tuple[str, str]]:
     paths = {k: v for var in spec.get("vars", []) for k, v in var.get("paths", {}).items()}
     fill = lambda cmd: re.sub(r"\$\{paths\.(\w+)\}", lambda m: paths[m.group(1)], cmd)  # noqa: E731
     return [(name, fill(stage["cmd"])) for name, stage in spec["stages"].items()]
+
+
+@contextlib.contextmanager
+def scratch(prefix: str) -> Iterator[Path]:
+    """A temporary folder for a benchmark's project copy, removed when the benchmark ends, fails, or
+    is stopped by Ctrl-C or SIGTERM (kill's default): its prepared data is about 1 GB on full data."""
+    def stop(signum, frame):
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+            yield Path(tmp)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def copy_project(work: Path, overrides: dict) -> None:
@@ -52,7 +71,12 @@ def run_stages(work: Path, only: tuple[str, ...] | None = None) -> dict:
         argv[0] = sys.executable if argv[0] == "python" else argv[0]
         start = time.perf_counter()
         proc = subprocess.Popen(argv, cwd=work)
-        _, status, usage = os.wait4(proc.pid, 0)  # this child's own peak RSS, in KiB on Linux
+        try:
+            _, status, usage = os.wait4(proc.pid, 0)  # this child's own peak RSS, in KiB on Linux
+        except BaseException:  # stopped (SIGTERM, Ctrl-C): the stage must not run on in a deleted folder
+            proc.kill()
+            proc.wait()
+            raise
         proc.returncode = os.waitstatus_to_exitcode(status)
         if proc.returncode:
             raise SystemExit(f"stage {name} failed with exit code {proc.returncode}")
