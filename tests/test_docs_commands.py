@@ -65,17 +65,23 @@ def documented_commands() -> list[tuple[str, list[str]]]:
     return [(where, argv) for where, texts in documented_texts() for argv in commands(texts)]
 
 
-def overrides(texts: list[str]) -> list[str]:
-    """The KEY=VALUE after each -S / --set-param / --set in the texts, quotes removed."""
-    found = []
+def override_groups(texts: list[str]) -> list[list[str]]:
+    """Per text (one command line), the KEY=VALUE after each -S / --set-param / --set, quotes removed."""
+    groups = []
     for text in texts:
         text = PLACEHOLDER.sub("PLACEHOLDER", text)
         try:
             words = shlex.split(text, comments=True)
         except ValueError:  # prose with an apostrophe
             words = text.split()
-        found += [value for flag, value in zip(words, words[1:]) if flag in OVERRIDE_FLAGS and value not in GENERIC]
-    return found
+        found = [value for flag, value in zip(words, words[1:]) if flag in OVERRIDE_FLAGS and value not in GENERIC]
+        if found:
+            groups.append(found)
+    return groups
+
+
+def overrides(texts: list[str]) -> list[str]:
+    return [override for group in override_groups(texts) for override in group]
 
 
 def sweep_values(value: str) -> list:
@@ -87,9 +93,15 @@ def sweep_values(value: str) -> list:
     return [yaml.safe_load(inner)] if inner.startswith("[") else [yaml.safe_load(v) for v in inner.split(",")]
 
 
-def override_problem(override: str) -> str | None:
+def override_problem(override: str, along: list[str] = ()) -> str | None:
     """None when KEY=VALUE sets a value of params.yaml (KEY dotted, optionally `params.yaml:KEY`) that
-    parses and validates, each value of a sweep on its own; else what is wrong."""
+    parses and validates, each value of a sweep on its own, with the command's other overrides
+    `along` applied too (keys that go in pairs, such as prepare.mean/std=train); else what is wrong."""
+    context = {}
+    for other in along:
+        other_key, _, other_value = other.partition("=")
+        if "PLACEHOLDER" not in other_value:
+            context[other_key.rpartition(":")[2]] = sweep_values(other_value)[0]
     key, sep, value = override.partition("=")
     if not sep:
         return "not KEY=VALUE"
@@ -107,7 +119,7 @@ def override_problem(override: str) -> str | None:
         return None
     for one in sweep_values(value):
         try:
-            parse_params(params_dict(**{key: one}))
+            parse_params(params_dict(**{**context, key: one}))
         except ParamsError as err:
             return f"{key}={one!r}: {str(err).splitlines()[1].strip()}"
     return None
@@ -206,9 +218,18 @@ def test_the_docs_show_overrides_at_all():
 
 
 def test_every_documented_override_names_a_param_and_a_valid_value():
-    failures = [f"{where}: {override}: {why}" for where, texts in documented_texts() for override in overrides(texts)
-                if (why := override_problem(override))]
+    failures = [f"{where}: {override}: {why}" for where, texts in documented_texts()
+                for group in override_groups(texts) for i, override in enumerate(group)
+                if (why := override_problem(override, group[:i] + group[i + 1:]))]
     assert not failures, "\n".join(failures)
+
+
+def test_overrides_of_one_command_are_checked_together():
+    (group,) = override_groups(["dvc exp run -S prepare.mean=train -S prepare.std=train"])
+    assert [override_problem(o, [x for x in group if x != o]) for o in group] == [None, None]
+    assert override_problem("prepare.mean=train").endswith("'train' must be set on both or neither")
+    assert override_groups(["dvc exp run -S a=1", "`x` and prose", "python benchmarks/recipe.py --set b=2"]) == [
+        ["a=1"], ["b=2"]]
 
 
 @pytest.mark.parametrize("line, problem", [
