@@ -93,28 +93,35 @@ def sweep_values(value: str) -> list:
     return [yaml.safe_load(inner)] if inner.startswith("[") else [yaml.safe_load(v) for v in inner.split(",")]
 
 
-def override_problem(override: str, along: list[str] = ()) -> str | None:
-    """None when KEY=VALUE sets a value of params.yaml (KEY dotted, optionally `params.yaml:KEY`) that
-    parses and validates, each value of a sweep on its own, with the command's other overrides
-    `along` applied too (keys that go in pairs, such as prepare.mean/std=train); else what is wrong."""
-    context = {}
-    for other in along:
-        other_key, _, other_value = other.partition("=")
-        if "PLACEHOLDER" not in other_value:
-            context[other_key.rpartition(":")[2]] = sweep_values(other_value)[0]
+def key_problem(override: str) -> tuple[str, str, str | None]:
+    """(key, value, what is wrong with the key or None) of KEY=VALUE, KEY dotted, optionally
+    `params.yaml:KEY`, naming a value (not a group) of params.yaml."""
     key, sep, value = override.partition("=")
     if not sep:
-        return "not KEY=VALUE"
+        return key, value, "not KEY=VALUE"
     file, _, key = key.rpartition(":")
     if file not in ("", "params.yaml"):
-        return f"{file}: not this project's params file"
+        return key, value, f"{file}: not this project's params file"
     node = DEFAULT_PARAMS
     for part in key.split("."):
         if not isinstance(node, dict) or part not in node:
-            return f"{key}: no such key in params.yaml"
+            return key, value, f"{key}: no such key in params.yaml"
         node = node[part]
-    if isinstance(node, dict):
-        return f"{key}: a group of params.yaml, not a value"
+    return key, value, f"{key}: a group of params.yaml, not a value" if isinstance(node, dict) else None
+
+
+def override_problem(override: str, along: list[str] = ()) -> str | None:
+    """None when KEY=VALUE sets a value of params.yaml that parses and validates, each value of a
+    sweep on its own, with the command's other valid-keyed overrides `along` applied too (keys that
+    go in pairs, such as prepare.mean/std=train); else what is wrong."""
+    context = {}
+    for other in along:
+        other_key, other_value, wrong = key_problem(other)
+        if wrong is None and "PLACEHOLDER" not in other_value:
+            context[other_key] = sweep_values(other_value)[0]
+    key, value, wrong = key_problem(override)
+    if wrong:
+        return wrong
     if "PLACEHOLDER" in value:
         return None
     for one in sweep_values(value):
