@@ -12,46 +12,111 @@ both together (3.83 s on an A100). The JSON is rewritten after every run, so a
 run cut short still leaves the finished ones.
 
     python benchmarks/airbench_runs.py --seeds 0 1 2 3 4 --json runs.json [--epochs 9.9]
+
+--cpu runs the same code on a machine without a GPU, in fp32, to compare airbench's
+own accuracy with fast-gpu's where no GPU is lent (BENCHMARKS.md 3g). It changes
+where and in which precision airbench computes, never what: see run_on_cpu().
+--archive writes cifar10/train.pt and test.pt from an official-format archive first.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import platform
+import sys
 import time
 from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class HostEvent:
+    """torch.cuda.Event's timing interface on the host clock: what airbench's train() times itself with."""
+
+    def __init__(self, enable_timing: bool = False):
+        self.at = 0.0
+
+    def record(self) -> None:
+        self.at = time.perf_counter()
+
+    def elapsed_time(self, end: "HostEvent") -> float:
+        return 1e3 * (end.at - self.at)
+
+
+def run_on_cpu() -> None:
+    """Let airbench 0.1.8's CUDA-only code run on the CPU in fp32, its method unchanged.
+
+    Patches, in this process only (it runs as its own):
+    - nn.Module.half and .cuda: make_net94's `net.half().cuda()` leaves the net in fp32 on the CPU
+      (its BatchNorms are fp32 on the GPU too);
+    - Tensor.half: CifarLoader's `images.half() / 255` gives fp32 images, matching the net;
+    - CifarLoader's `gpu` default (GPU 0, its torch.load map_location) becomes "cpu", for the
+      train loader built here and the test loader train() builds itself;
+    - torch.cuda.Event and torch.cuda.synchronize, train()'s own timer: host-clock stand-ins.
+    fp32 is also what fast-gpu trains in on a CPU without native bf16, so the two compare alike.
+    """
+    import torch
+
+    from airbench.utils import CifarLoader
+
+    torch.nn.Module.half = torch.nn.Module.float
+    torch.nn.Module.cuda = lambda self, device=None: self
+    torch.Tensor.half = lambda self, *args, **kwargs: self.float()
+    defaults = CifarLoader.__init__.__defaults__
+    CifarLoader.__init__.__defaults__ = defaults[:-1] + ("cpu",)  # gpu=0 is the last keyword
+    torch.cuda.Event = HostEvent
+    torch.cuda.synchronize = lambda device=None: None
+
+
+def write_data(archive: Path) -> dict:
+    """cifar10/train.pt and test.pt in the working directory, from an official-format archive."""
+    sys.path.insert(0, str(ROOT))
+    from benchmarks.gpu_check import write_airbench_data
+
+    return write_airbench_data(archive, Path("cifar10"))
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--epochs", type=float, help="train94's epochs (default: its own, 9.9)")
+    ap.add_argument("--batch-size", type=int, help="its training loader's batch (default: its own, 1024); "
+                    "it drops the last short batch, so less than the training images")
     ap.add_argument("--json", type=Path, required=True)
+    ap.add_argument("--cpu", action="store_true", help="run on the CPU in fp32 (see run_on_cpu)")
+    ap.add_argument("--archive", type=Path, help="write cifar10/*.pt from this official-format archive first")
+    ap.add_argument("--verbose", action="store_true", help="airbench's own per-epoch table (evaluates each epoch)")
     args = ap.parse_args(argv)
+    if args.archive is not None:
+        print(f"airbench data: {write_data(args.archive)} in {Path('cifar10').resolve()}", flush=True)
 
     import torch
 
     import airbench
     from airbench.lib_airbench94 import hyp
 
-    if not torch.cuda.is_available():
-        raise SystemExit("airbench needs CUDA; torch finds no CUDA GPU here")
+    if args.cpu:
+        run_on_cpu()
+    elif not torch.cuda.is_available():
+        raise SystemExit("airbench needs CUDA; torch finds no CUDA GPU here (--cpu runs it on the CPU in fp32)")
     epochs = args.epochs if args.epochs is not None else hyp["opt"]["train_epochs"]
-    report = {"airbench": os.path.dirname(airbench.__file__), "torch": torch.__version__,
-              "gpu": torch.cuda.get_device_name(), "epochs": epochs, "tta_level": hyp["net"]["tta_level"],
-              "runs": []}
+    batch_size = args.batch_size or hyp["opt"]["batch_size"]
+    device = f"CPU ({platform.processor() or platform.machine()}), fp32" if args.cpu else torch.cuda.get_device_name()
+    report = {"airbench": os.path.dirname(airbench.__file__), "torch": torch.__version__, "device": device,
+              "epochs": epochs, "batch_size": batch_size, "tta_level": hyp["net"]["tta_level"], "runs": []}
     start = time.perf_counter()
-    airbench.warmup94(epochs=epochs)  # one step: cuDNN's kernel choice and CUDA's lazy start, outside the timings
+    warmup_loader = airbench.CifarLoader("cifar10", train=True, batch_size=batch_size, aug=hyp["aug"], altflip=True)
+    airbench.warmup94(warmup_loader, epochs=epochs)  # one step: cuDNN's choice, CUDA's lazy start; not timed
     torch.cuda.synchronize()
     report["warmup_seconds"] = time.perf_counter() - start
     test_loader = airbench.CifarLoader("cifar10", train=False, batch_size=2000)
     for seed in args.seeds:
         torch.manual_seed(seed)  # weights, shuffles, crops and flips all draw from torch's generators
-        loader = airbench.CifarLoader("cifar10", train=True, batch_size=hyp["opt"]["batch_size"], aug=hyp["aug"],
-                                      altflip=True)
+        loader = airbench.CifarLoader("cifar10", train=True, batch_size=batch_size, aug=hyp["aug"], altflip=True)
         torch.cuda.synchronize()
         start = time.perf_counter()
-        net = airbench.train94(loader, epochs=epochs, verbose=False)
+        net = airbench.train94(loader, epochs=epochs, verbose=args.verbose)
         torch.cuda.synchronize()
         train_seconds = time.perf_counter() - start
         accuracy = airbench.evaluate(net, test_loader, tta_level=hyp["net"]["tta_level"])

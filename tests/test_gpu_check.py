@@ -2,6 +2,7 @@
 between GPU sessions, and the helpers that only the GPU run would otherwise exercise."""
 from __future__ import annotations
 
+import importlib.util
 import io
 import json
 import math
@@ -21,6 +22,7 @@ from stages.prepare import read_split
 from tests.conftest import PROJECT
 
 SCRIPT = PROJECT / "benchmarks/gpu_check.py"
+HAVE_AIRBENCH = importlib.util.find_spec("airbench") is not None
 MIRROR_TOOL = PROJECT.parent / "shared/tools/cifar10_mirror.py"  # beside the checkout here; absent on a clean clone
 
 
@@ -55,12 +57,28 @@ def test_smoke_parts_pass_or_say_why_they_skipped(smoke):
     parts = report["parts"]
     failed = {name: (p["reason"], p.get("log_tail")) for name, p in parts.items() if p["status"] == "failed"}
     assert not failed
-    expected_skip = {"airbench"} if not torch.cuda.is_available() else set()
+    expected_skip = set() if HAVE_AIRBENCH else {"airbench"}
     assert {name for name, p in parts.items() if p["status"] == "skipped"} == expected_skip
-    if expected_skip:
-        assert "CUDA-only" in parts["airbench"]["reason"]
+    if not HAVE_AIRBENCH:
+        assert "no airbench package" in parts["airbench"]["reason"]
         assert parts["airbench"]["figures"] == {"train_images": 200, "test_images": 100}  # its data files, written
     assert parts["determinism"]["figures"]["identical"] is True
+
+
+@pytest.mark.skipif(not HAVE_AIRBENCH, reason="airbench is not installed (pip install -e '.[test]' installs it)")
+def test_smoke_runs_airbench_own_code_without_cuda(smoke):
+    """Without CUDA the airbench part runs the installed package's train94 on the CPU (airbench_runs.py --cpu):
+    the same parsing and table the GPU run uses, exercised on every test run."""
+    _, report, text = smoke
+    figures = report["parts"]["airbench"]["figures"]
+    assert [r["seed"] for r in figures["runs"]] == [0, 1]
+    assert all(0 <= r["test_accuracy"] <= 1 and r["train_seconds"] > 0 for r in figures["runs"])
+    assert figures["epochs"] == 1 and figures["batch_size"] == 50 and figures["test_images"] == 100
+    assert figures["package"].startswith("installed: ") and figures["mean_train_seconds"] > 0
+    cuda = torch.cuda.is_available()
+    assert figures["device"] == torch.cuda.get_device_name() if cuda else figures["device"].endswith("), fp32")
+    assert any(line.split()[:3] == ["mean", "of", "2"] and "airbench's own code on" in line
+               for line in text.splitlines())
 
 
 def test_smoke_builds_its_archive_with_the_mirror_tool_when_there_is_one(smoke):
