@@ -4,7 +4,9 @@ The GPU machines have PyTorch but no DVC, no internet and no ../shared, so the
 JPEG copy of CIFAR-10, the mirror tool and the airbench package travel in an
 ignored folder of the checkout (cache/gpu/). On this machine:
 
-    .venv/bin/python benchmarks/gpu_check.py --prepare-carry cache/gpu --airbench /path/airbench-0.1.8.tar.gz
+    .venv/bin/python benchmarks/gpu_check.py --prepare-carry cache/gpu [--airbench /path/airbench-0.1.8.tar.gz]
+
+(without --airbench it copies the airbench package the test extras installed)
 
 then on the GPU machine, from the checkout's root, with cache/gpu carried:
 
@@ -683,13 +685,19 @@ def found_airbench(folder: Path) -> Path | None:
     return candidates[-1] if candidates else None
 
 
+def installed_airbench() -> Path | None:
+    """The folder of the airbench package installed here (the test extras install it), if any."""
+    spec = importlib.util.find_spec("airbench")
+    return Path(spec.origin).parent if spec and spec.origin else None
+
+
 def prepare_carry(args: argparse.Namespace) -> None:
     """Copy the JPEG archive, the mirror tool and the airbench package into args.prepare_carry."""
     dest = args.prepare_carry
     dest.mkdir(parents=True, exist_ok=True)
     sources = {"JPEG archive (--jpeg)": args.jpeg or SHARED / "data/cifar10-jpeg.tar.gz",
                "mirror tool (--mirror-tool)": args.mirror_tool or SHARED / "tools/cifar10_mirror.py",
-               "airbench package (--airbench)": args.airbench or found_airbench(dest)}
+               "airbench package (--airbench)": args.airbench or found_airbench(dest) or installed_airbench()}
     missing = [what for what, path in sources.items() if path is None or not path.exists()]
     if missing:
         raise SystemExit(f"--prepare-carry: not found: {', '.join(missing)}")
@@ -698,7 +706,7 @@ def prepare_carry(args: argparse.Namespace) -> None:
         if target.resolve() == path.resolve():
             continue
         if path.is_dir():
-            shutil.copytree(path, target, dirs_exist_ok=True)
+            shutil.copytree(path, target, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__"))
         else:
             target.unlink(missing_ok=True)  # ../shared's files are read-only, and so would be a copy's
             shutil.copyfile(path, target)
@@ -714,7 +722,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                                  formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     ap.add_argument("--jpeg", type=Path, help="cifar10-jpeg.tar.gz (default: cache/gpu's, else ../shared/data's)")
     ap.add_argument("--mirror-tool", type=Path, help="cifar10_mirror.py (default: cache/gpu's, else ../shared/tools')")
-    ap.add_argument("--airbench", type=Path, help="airbench wheel, sdist or folder (default: cache/gpu/airbench*)")
+    ap.add_argument("--airbench", type=Path, help="airbench wheel, sdist or folder (default: cache/gpu/airbench*; "
+                    "--prepare-carry: else the installed package)")
     ap.add_argument("--out", type=Path,
                     help="folder for gpu_check.{json,txt,log} (default: $OUT, else cache/gpu-check)")
     ap.add_argument("--budget-s", type=float, default=480, help="seconds; later parts are skipped to stay within")

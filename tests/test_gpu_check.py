@@ -17,6 +17,7 @@ import pytest
 import torch
 import yaml
 
+from benchmarks import gpu_check
 from benchmarks.gpu_check import PARTS, airbench_path, without_live, write_airbench_data
 from stages.prepare import read_split
 from tests.conftest import PROJECT
@@ -172,3 +173,24 @@ def test_without_live_drops_only_the_dvclive_folder_from_the_train_command():
     stripped = without_live(cmd)
     assert "--live" not in stripped
     assert stripped.split() == [w for w in cmd.split() if w not in ("--live", "${paths.live}")]
+
+
+@pytest.mark.skipif(not HAVE_AIRBENCH, reason="airbench is not installed (pip install -e '.[test]' installs it)")
+def test_prepare_carry_copies_the_inputs_and_by_default_the_installed_airbench(tmp_path):
+    jpeg, tool = tmp_path / "cifar10-jpeg.tar.gz", tmp_path / "cifar10_mirror.py"
+    jpeg.write_bytes(b"jpeg archive")
+    tool.write_text("# mirror tool\n")
+    dest = tmp_path / "carry"
+    for _ in range(2):  # a second run refreshes the folder in place
+        gpu_check.main(["--prepare-carry", str(dest), "--jpeg", str(jpeg), "--mirror-tool", str(tool)])
+    assert sorted(p.name for p in dest.iterdir()) == ["airbench", "cifar10-jpeg.tar.gz", "cifar10_mirror.py"]
+    assert (dest / "cifar10-jpeg.tar.gz").read_bytes() == b"jpeg archive"
+    assert (dest / "airbench/lib_airbench94.py").is_file() and not (dest / "airbench/__pycache__").exists()
+    assert gpu_check.found_airbench(dest) == dest / "airbench"  # what the GPU run picks up from cache/gpu
+    assert airbench_path(dest / "airbench", tmp_path) == dest  # ...and puts on airbench_runs.py's PYTHONPATH
+
+
+def test_prepare_carry_names_what_it_cannot_find(tmp_path):
+    with pytest.raises(SystemExit, match=r"not found: JPEG archive \(--jpeg\)"):
+        gpu_check.main(["--prepare-carry", str(tmp_path / "carry"), "--jpeg", str(tmp_path / "missing.tar.gz"),
+                        "--mirror-tool", str(tmp_path), "--airbench", str(tmp_path)])
