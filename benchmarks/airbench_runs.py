@@ -3,7 +3,7 @@
 Run by benchmarks/gpu_check.py in a subprocess, with the folder holding
 cifar10/train.pt and cifar10/test.pt as the working directory (airbench's
 CifarLoader reads them from the relative path `cifar10`) and the airbench
-package on PYTHONPATH. airbench is CUDA-only (its make_net94 calls .cuda()).
+package on PYTHONPATH or installed. airbench is CUDA-only (its make_net94 calls .cuda()).
 
 Per run: train94's training, timed on the host around a CUDA synchronize (its
 loader is built beforehand, as airbench's own timer also leaves out), then its
@@ -21,6 +21,7 @@ where and in which precision airbench computes, never what: see run_on_cpu().
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 import platform
@@ -63,8 +64,10 @@ def run_on_cpu() -> None:
     torch.nn.Module.half = torch.nn.Module.float
     torch.nn.Module.cuda = lambda self, device=None: self
     torch.Tensor.half = lambda self, *args, **kwargs: self.float()
+    if list(inspect.signature(CifarLoader.__init__).parameters)[-1] != "gpu":
+        raise SystemExit("--cpu patches airbench 0.1.8's CifarLoader(..., gpu=0); this airbench's differs")
     defaults = CifarLoader.__init__.__defaults__
-    CifarLoader.__init__.__defaults__ = defaults[:-1] + ("cpu",)  # gpu=0 is the last keyword
+    CifarLoader.__init__.__defaults__ = defaults[:-1] + ("cpu",)
     torch.cuda.Event = HostEvent
     torch.cuda.synchronize = lambda device=None: None
 
