@@ -26,10 +26,17 @@ import json
 import os
 import platform
 import sys
+import tarfile
+import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+import torch
+
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # stages/, when run as a script from airbench's data folder
+from stages.cifar import ARCHIVE_DIR, META_FILE, TEST_FILE, TRAIN_FILES  # noqa: E402
 
 
 class HostEvent:
@@ -57,8 +64,6 @@ def run_on_cpu() -> None:
     - torch.cuda.Event and torch.cuda.synchronize, train()'s own timer: host-clock stand-ins.
     fp32 is also what fast-gpu trains in on a CPU without native bf16, so the two compare alike.
     """
-    import torch
-
     from airbench.utils import CifarLoader
 
     torch.nn.Module.half = torch.nn.Module.float
@@ -72,12 +77,28 @@ def run_on_cpu() -> None:
     torch.cuda.synchronize = lambda device=None: None
 
 
-def write_data(archive: Path) -> dict:
-    """cifar10/train.pt and test.pt in the working directory, from an official-format archive."""
-    sys.path.insert(0, str(ROOT))
-    from benchmarks.gpu_check import write_airbench_data
+def write_airbench_data(archive: Path, folder: Path) -> dict:
+    """Write airbench's cifar10/train.pt and test.pt from an official-format archive; return their sizes.
 
-    return write_airbench_data(archive, Path("cifar10"))
+    airbench's CifarLoader reads {'images': (N, 32, 32, 3) uint8, 'labels': (N,) int64, 'classes':
+    [names]} (torchvision's CIFAR10.data and .targets as tensors), and would download CIFAR-10
+    through torchvision where they are missing.
+    """
+    from stages.prepare import read_classes, read_split
+
+    with tempfile.TemporaryDirectory(prefix="airbench-data-") as tmp:
+        with tarfile.open(archive, "r:gz") as tar:
+            tar.extractall(tmp, **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))
+        raw = Path(tmp) / ARCHIVE_DIR
+        classes = read_classes(raw / META_FILE)
+        folder.mkdir(parents=True, exist_ok=True)
+        sizes = {}
+        for name, files in (("train", TRAIN_FILES), ("test", (TEST_FILE,))):
+            images, labels = read_split(raw, files, len(classes))  # (N, 3, 32, 32) uint8, (N,) int64
+            torch.save({"images": torch.from_numpy(np.ascontiguousarray(images.transpose(0, 2, 3, 1))),
+                        "labels": torch.from_numpy(labels), "classes": classes}, folder / f"{name}.pt")
+            sizes[f"{name}_images"] = len(labels)
+    return sizes
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -92,9 +113,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--verbose", action="store_true", help="airbench's own per-epoch table (evaluates each epoch)")
     args = ap.parse_args(argv)
     if args.archive is not None:
-        print(f"airbench data: {write_data(args.archive)} in {Path('cifar10').resolve()}", flush=True)
-
-    import torch
+        sizes = write_airbench_data(args.archive, Path("cifar10"))
+        print(f"airbench data: {sizes} in {Path('cifar10').resolve()}", flush=True)
 
     import airbench
     from airbench.lib_airbench94 import hyp

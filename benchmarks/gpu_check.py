@@ -61,13 +61,12 @@ import threading
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.airbench_runs import write_airbench_data  # noqa: E402
 from benchmarks.runner import ROOT, commit, copy_project, machine, results, run_stages  # noqa: E402
-from stages.cifar import ARCHIVE_DIR, META_FILE, TEST_FILE, TRAIN_FILES  # noqa: E402
 from stages.common import default_path  # noqa: E402
 from stages.params import parse_params, set_dotted  # noqa: E402
 from stages.train import file_md5  # noqa: E402
@@ -397,30 +396,6 @@ def part_fast_gpu(c: Check) -> tuple[dict, list]:
 
 # ---------------------------------------------------------------- part 3: the airbench package
 
-def write_airbench_data(archive: Path, folder: Path) -> dict:
-    """Write airbench's cifar10/train.pt and test.pt from an official-format archive; return their sizes.
-
-    airbench's CifarLoader reads {'images': (N, 32, 32, 3) uint8, 'labels': (N,) int64, 'classes':
-    [names]} (torchvision's CIFAR10.data and .targets as tensors), and would download CIFAR-10
-    through torchvision where they are missing.
-    """
-    from stages.prepare import read_classes, read_split
-
-    with tempfile.TemporaryDirectory(prefix="airbench-data-") as tmp:
-        with tarfile.open(archive, "r:gz") as tar:
-            tar.extractall(tmp, **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))
-        raw = Path(tmp) / ARCHIVE_DIR
-        classes = read_classes(raw / META_FILE)
-        folder.mkdir(parents=True, exist_ok=True)
-        sizes = {}
-        for name, files in (("train", TRAIN_FILES), ("test", (TEST_FILE,))):
-            images, labels = read_split(raw, files, len(classes))  # (N, 3, 32, 32) uint8, (N,) int64
-            torch.save({"images": torch.from_numpy(np.ascontiguousarray(images.transpose(0, 2, 3, 1))),
-                        "labels": torch.from_numpy(labels), "classes": classes}, folder / f"{name}.pt")
-            sizes[f"{name}_images"] = len(labels)
-    return sizes
-
-
 def airbench_path(source: Path, work: Path) -> Path:
     """The sys.path entry that makes `import airbench` find the package in a wheel, sdist or folder."""
     if source.is_dir():
@@ -446,7 +421,7 @@ def part_airbench(c: Check) -> tuple[dict, list]:
     if not c.cuda and not c.smoke:
         raise Skipped("airbench is CUDA-only (its make_net94 calls .cuda()) and torch finds no CUDA here; "
                       "wrote cifar10/train.pt and test.pt only", sizes)
-    if c.args.airbench is None and importlib.util.find_spec("airbench") is None:
+    if c.args.airbench is None and installed_airbench() is None:
         raise Skipped("no airbench package: pass --airbench (wheel, sdist or folder), put it in cache/gpu, "
                       "or pip install airbench==0.1.8", sizes)
     env = dict(os.environ)

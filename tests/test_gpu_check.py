@@ -18,7 +18,8 @@ import torch
 import yaml
 
 from benchmarks import gpu_check
-from benchmarks.gpu_check import PARTS, airbench_path, without_live, write_airbench_data
+from benchmarks.airbench_runs import write_airbench_data
+from benchmarks.gpu_check import PARTS, airbench_path, without_live
 from stages.prepare import read_split
 from tests.conftest import PROJECT
 
