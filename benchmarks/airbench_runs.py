@@ -37,6 +37,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # stages/, when run as a script from airbench's data folder
 from stages.cifar import ARCHIVE_DIR, META_FILE, TEST_FILE, TRAIN_FILES  # noqa: E402
+from stages.common import StageError  # noqa: E402
 
 
 class HostEvent:
@@ -91,14 +92,15 @@ def write_airbench_data(archive: Path, folder: Path) -> dict:
             tar.extractall(tmp, **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))
         raw = Path(tmp) / ARCHIVE_DIR
         classes = read_classes(raw / META_FILE)
-        folder.mkdir(parents=True, exist_ok=True)
-        sizes = {}
-        for name, files in (("train", TRAIN_FILES), ("test", (TEST_FILE,))):
-            images, labels = read_split(raw, files, len(classes))  # (N, 3, 32, 32) uint8, (N,) int64
-            torch.save({"images": torch.from_numpy(np.ascontiguousarray(images.transpose(0, 2, 3, 1))),
-                        "labels": torch.from_numpy(labels), "classes": classes}, folder / f"{name}.pt")
-            sizes[f"{name}_images"] = len(labels)
-    return sizes
+        splits = {name: read_split(raw, files, len(classes))  # (N, 3, 32, 32) uint8, (N,) int64
+                  for name, files in (("train", TRAIN_FILES), ("test", (TEST_FILE,)))}
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, (images, labels) in splits.items():  # both read before either is written: no half pair
+        tmp = folder / f"{name}.pt.tmp"
+        torch.save({"images": torch.from_numpy(np.ascontiguousarray(images.transpose(0, 2, 3, 1))),
+                    "labels": torch.from_numpy(labels), "classes": classes}, tmp)
+        tmp.replace(folder / f"{name}.pt")
+    return {f"{name}_images": len(labels) for name, (_, labels) in splits.items()}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -113,7 +115,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--verbose", action="store_true", help="airbench's own per-epoch table (evaluates each epoch)")
     args = ap.parse_args(argv)
     if args.archive is not None:
-        sizes = write_airbench_data(args.archive, Path("cifar10"))
+        if not args.archive.is_file():
+            ap.error(f"--archive {args.archive}: no such file (expected an official-format cifar-10-python.tar.gz)")
+        try:
+            sizes = write_airbench_data(args.archive, Path("cifar10"))
+        except (tarfile.TarError, StageError) as err:
+            raise SystemExit(f"--archive {args.archive}: not an official-format CIFAR-10 archive: {err}") from None
         print(f"airbench data: {sizes} in {Path('cifar10').resolve()}", flush=True)
 
     import airbench

@@ -7,6 +7,7 @@ import io
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 import tarfile
@@ -17,10 +18,11 @@ import pytest
 import torch
 import yaml
 
-from benchmarks import gpu_check
+from benchmarks import airbench_runs, gpu_check
 from benchmarks.airbench_runs import write_airbench_data
 from benchmarks.gpu_check import PARTS, airbench_path, without_live
 from stages.prepare import read_split
+from tests.cifar_archive import official_members, write_archive
 from tests.conftest import PROJECT
 
 SCRIPT = PROJECT / "benchmarks/gpu_check.py"
@@ -198,3 +200,20 @@ def test_prepare_carry_names_what_it_cannot_find(tmp_path):
     with pytest.raises(SystemExit, match=r"not found: JPEG archive \(--jpeg\)"):
         gpu_check.main(["--prepare-carry", str(tmp_path / "carry"), "--jpeg", str(tmp_path / "missing.tar.gz"),
                         "--mirror-tool", str(tmp_path), "--airbench", str(tmp_path)])
+
+
+@pytest.mark.parametrize("make, message", [
+    (None, r"--archive .*missing\.tar\.gz: no such file \(expected an official-format cifar-10-python\.tar\.gz\)"),
+    (lambda p: p.write_bytes(b"not a tar"), r"--archive .*: not an official-format CIFAR-10 archive: "),
+    (lambda p: write_archive(p, {k: v for k, v in official_members(2, 1).items() if not k.endswith("test_batch")}),
+     r"not an official-format CIFAR-10 archive: .*test_batch: file not found"),
+])
+def test_airbench_runs_archive_errors_name_the_file_and_write_nothing(tmp_path, monkeypatch, capsys, make, message):
+    archive = tmp_path / ("missing.tar.gz" if make is None else "bad.tar.gz")
+    if make is not None:
+        make(archive)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exc:
+        airbench_runs.main(["--archive", str(archive), "--json", "runs.json", "--cpu"])
+    assert re.search(message, str(exc.value) if exc.value.code != 2 else capsys.readouterr().err)
+    assert not (tmp_path / "cifar10").exists() and not (tmp_path / "runs.json").exists()
