@@ -1,4 +1,4 @@
-"""Train airbench94 with the airbench package itself, n seeds; write accuracy and time per run as JSON.
+"""Train airbench94 (or 93) with the airbench package itself, n seeds; write accuracy and time per run as JSON.
 
 Run by benchmarks/gpu_check.py in a subprocess, with the folder holding
 cifar10/train.pt and cifar10/test.pt as the working directory (airbench's
@@ -11,7 +11,10 @@ level-2 test-time augmentation accuracy, timed apart. airbench's README counts
 both together (3.83 s on an A100). The JSON is rewritten after every run, so a
 run cut short still leaves the finished ones.
 
-    python benchmarks/airbench_runs.py --seeds 0 1 2 3 4 --json runs.json [--epochs 9.9]
+    python benchmarks/airbench_runs.py --seeds 0 1 2 3 4 --json runs.json [--epochs 9.9] [--variant 93]
+
+--variant picks the package's train94 (the default: 94.01% published, 9.9 epochs, widths 64-256-256)
+or train93 (93.00% published over 50 runs, 11 epochs, widths 64-128-128), each with its own hyp.
 
 --cpu runs the same code on a machine without a GPU, in fp32, to compare airbench's
 own accuracy with fast-gpu's where no GPU is lent (BENCHMARKS.md 3g). It changes
@@ -21,6 +24,7 @@ where and in which precision airbench computes, never what: see run_on_cpu().
 from __future__ import annotations
 
 import argparse
+import importlib
 import inspect
 import json
 import os
@@ -103,10 +107,20 @@ def write_airbench_data(archive: Path, folder: Path) -> dict:
     return {f"{name}_images": len(labels) for name, (_, labels) in splits.items()}
 
 
+VARIANTS = {"93": "lib_airbench93", "94": "lib_airbench94"}
+
+
+def variant(airbench, name: str) -> tuple:
+    """(train, warmup, hyp) of airbench's train93 or train94, from the package's own modules."""
+    module = importlib.import_module(f"airbench.{VARIANTS[name]}")
+    return getattr(airbench, f"train{name}"), getattr(airbench, f"warmup{name}"), module.hyp
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
-    ap.add_argument("--epochs", type=float, help="train94's epochs (default: its own, 9.9)")
+    ap.add_argument("--variant", choices=sorted(VARIANTS), default="94", help="airbench's train94 or train93")
+    ap.add_argument("--epochs", type=float, help="the variant's epochs (default: its own, 9.9 or 11)")
     ap.add_argument("--batch-size", type=int, help="its training loader's batch (default: its own, 1024); "
                     "it drops the last short batch, so less than the training images")
     ap.add_argument("--json", type=Path, required=True)
@@ -124,8 +138,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"airbench data: {sizes} in {Path('cifar10').resolve()}", flush=True)
 
     import airbench
-    from airbench.lib_airbench94 import hyp
 
+    train, warmup, hyp = variant(airbench, args.variant)
     if args.cpu:
         run_on_cpu()
     elif not torch.cuda.is_available():
@@ -133,11 +147,12 @@ def main(argv: list[str] | None = None) -> None:
     epochs = args.epochs if args.epochs is not None else hyp["opt"]["train_epochs"]
     batch_size = args.batch_size or hyp["opt"]["batch_size"]
     device = f"CPU ({platform.processor() or platform.machine()}), fp32" if args.cpu else torch.cuda.get_device_name()
-    report = {"airbench": os.path.dirname(airbench.__file__), "torch": torch.__version__, "device": device,
+    report = {"airbench": os.path.dirname(airbench.__file__), "variant": args.variant, "widths": hyp["net"]["widths"],
+              "torch": torch.__version__, "device": device,
               "epochs": epochs, "batch_size": batch_size, "tta_level": hyp["net"]["tta_level"], "runs": []}
     start = time.perf_counter()
     warmup_loader = airbench.CifarLoader("cifar10", train=True, batch_size=batch_size, aug=hyp["aug"], altflip=True)
-    airbench.warmup94(warmup_loader, epochs=epochs)  # one step: cuDNN's choice, CUDA's lazy start; not timed
+    warmup(warmup_loader, epochs=epochs)  # one step: cuDNN's choice, CUDA's lazy start; not timed
     torch.cuda.synchronize()
     report["warmup_seconds"] = time.perf_counter() - start
     test_loader = airbench.CifarLoader("cifar10", train=False, batch_size=2000)
@@ -146,7 +161,7 @@ def main(argv: list[str] | None = None) -> None:
         loader = airbench.CifarLoader("cifar10", train=True, batch_size=batch_size, aug=hyp["aug"], altflip=True)
         torch.cuda.synchronize()
         start = time.perf_counter()
-        net = airbench.train94(loader, epochs=epochs, verbose=args.verbose)
+        net = train(loader, epochs=epochs, verbose=args.verbose)
         torch.cuda.synchronize()
         train_seconds = time.perf_counter() - start
         accuracy = airbench.evaluate(net, test_loader, tta_level=hyp["net"]["tta_level"])

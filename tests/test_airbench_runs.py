@@ -1,0 +1,39 @@
+"""benchmarks/airbench_runs.py: airbench's own train93/train94 on the CPU, for a few steps on a tiny archive."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from benchmarks.airbench_runs import write_airbench_data
+from tests.conftest import PROJECT
+
+airbench = pytest.importorskip("airbench", reason="airbench is not installed (pip install -e '.[test]' installs it)")
+
+
+@pytest.mark.e2e  # a process of its own: --cpu patches torch for the whole process
+def test_variant_93_trains_airbench_train93_on_the_cpu(tmp_path, archive):
+    write_airbench_data(archive[0], tmp_path / "cifar10")
+    out = tmp_path / "runs.json"
+    proc = subprocess.run([sys.executable, str(PROJECT / "benchmarks/airbench_runs.py"), "--variant", "93", "--cpu",
+                           "--epochs", "1", "--batch-size", "50", "--seeds", "0", "--json", str(out)],
+                          cwd=tmp_path, capture_output=True, text=True, env={"OMP_NUM_THREADS": "1", **os.environ})
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(out.read_text())
+    assert report["variant"] == "93" and report["epochs"] == 1 and report["batch_size"] == 50
+    assert report["widths"] == {"block1": 64, "block2": 128, "block3": 128}  # train93's, not train94's 256s
+    [run] = report["runs"]
+    assert run["seed"] == 0 and 0 <= run["test_accuracy"] <= 1 and run["train_seconds"] > 0
+    assert "airbench seed 0:" in proc.stdout
+
+
+def test_an_unknown_variant_is_refused_with_the_choices(capsys):
+    from benchmarks import airbench_runs
+
+    with pytest.raises(SystemExit):
+        airbench_runs.main(["--variant", "95", "--json", "x.json"])
+    err = capsys.readouterr().err  # argparse quotes the choices since Python 3.12.8, not before
+    assert "argument --variant: invalid choice: '95'" in err and "93" in err.split("choose from")[1]
