@@ -35,5 +35,5 @@ def test_an_unknown_variant_is_refused_with_the_choices(capsys):
 
     with pytest.raises(SystemExit):
         airbench_runs.main(["--variant", "95", "--json", "x.json"])
-    err = capsys.readouterr().err  # argparse quotes the choices since Python 3.12.8, not before
+    err = capsys.readouterr().err  # newer Pythons quote the choices, 3.11 does not
     assert "argument --variant: invalid choice: '95'" in err and "93" in err.split("choose from")[1]
