@@ -104,6 +104,7 @@ class NumericsParams:
     compile: bool  # torch.compile the model (pays its warm-up once per run, before the first epoch)
     cudnn_benchmark: bool  # CUDA: let cuDNN time its kernels once and keep the fastest (fixed shapes)
     deterministic: bool  # deterministic algorithms only (CUDA: slower, bit-repeatable); CPU runs always are
+    fused_sgd: bool  # plain SGD on Linear layers only: update inside the backward pass (stages/fused.py)
     seed: int  # weight init, shuffling and augmentation
     device: str  # auto (CUDA when available, else CPU), cpu, cuda, cuda:N, mps
 

@@ -18,12 +18,14 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from torch.optim.swa_utils import AveragedModel
 
 from .augment import augment, flip_mask
 from .averaging import Lookahead, make_ema
 from .common import StageError, atomic_path, progress
 from .distributed import SINGLE, Dist, all_max, all_sum
+from .fused import fuse_sgd, why_not_fused
 from .models import Airbench, predict_logits
 from .optimizers import make_optimizers, set_lr
 from .params import TrainParams
@@ -95,6 +97,14 @@ def make_trainer(p: TrainParams, model: nn.Module, steps_per_epoch: int, train_i
     if p.augment.flip == "alternate":
         flip_base = torch.rand(train_images, generator=torch.Generator().manual_seed(n.seed + FLIP_BASE_SEED)) < 0.5
     whiten_bias = model.whiten.bias if isinstance(model, Airbench) and p.model.whiten else None
+    if n.fused_sgd:
+        world = 2 if isinstance(forward, DistributedDataParallel) else 1
+        why = why_not_fused(p, model, optimizers, world)
+        if why is None:
+            log.info("SGD runs inside the backward pass of %d Linear layers (train.numerics.fused_sgd)",
+                     fuse_sgd(model, optimizers[0]))
+        else:
+            log.info("train.numerics.fused_sgd: not applied, %s; SGD steps after backward", why)
     return Trainer(forward if forward is not None else model, optimizers, lr_at, ema, lookahead,
                    o.label_smoothing, torch.bfloat16 if n.precision == "bf16" else None, p.augment.crop_pad,
                    p.augment.flip, flip_base, n.channels_last, module=model, whiten_bias=whiten_bias,

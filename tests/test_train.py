@@ -247,6 +247,10 @@ RESUMABLE = {"train.model.name": "resnet", "train.model.width": 4, "train.optim.
 RESUMABLE_AIRBENCH = {"train.recipe": "cpu", "train.model.widths": [8, 16, 16], "train.optim.batch_size": 32,
                       "train.optim.epochs": 3, "train.optim.whiten_bias_epochs": 1, "train.optim.muon": True,
                       "train.average.lookahead_every": 2, "train.numerics.precision": "fp32"}
+# The tutorial's MLP with SGD fused into backward (stages/fused.py) and an lr that changes every step:
+# a resumed run must update with the loaded optimizer's current lr.
+RESUMABLE_FUSED = {"train.optim.batch_size": 16, "train.optim.epochs": 3, "train.optim.lr": 0.01,
+                   "train.optim.schedule": "linear", "train.optim.warmup": 0.3}
 
 
 def weights(path):
@@ -271,7 +275,8 @@ def crash_in_third_epoch(tmp_path, prepared, monkeypatch, checkpoint, settings=R
     assert len(torch.load(checkpoint, weights_only=True)["history"]) == 2
 
 
-@pytest.mark.parametrize("settings", [RESUMABLE, RESUMABLE_AIRBENCH], ids=["resnet-ema", "airbench-lookahead"])
+@pytest.mark.parametrize("settings", [RESUMABLE, RESUMABLE_AIRBENCH, RESUMABLE_FUSED],
+                         ids=["resnet-ema", "airbench-lookahead", "mlp-fused-sgd"])
 def test_crash_then_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path, prepared, monkeypatch, settings):
     whole = weights(run_train(tmp_path / "whole", prepared, tmp_path / "whole.ckpt", **settings)["model.pth"])
     checkpoint = tmp_path / "crash.ckpt"
