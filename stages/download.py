@@ -30,9 +30,9 @@ from .common import StageError, atomic_path, run_stage
 from .params import load_params
 
 log = logging.getLogger("stages")
-# Said with every failed download; the README section must keep this name (a test checks both).
+# Said with every failed download; the docs page must keep this section name (a test checks both).
 OFFLINE_HINT = ("Offline? Get cifar-10-python.tar.gz by other means, then set data.url to its path and data.md5 "
-                "to its md5: README section \"Offline, or from a mirror\"")
+                "to its md5: docs/data.md, section \"Offline, or from a mirror\"")
 SOCKET_TIMEOUT_S = 60  # a silent server fails the stage instead of hanging it
 
 

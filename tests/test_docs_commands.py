@@ -1,5 +1,6 @@
 """Every command the docs show runs as written: DVC's own parser accepts each `dvc ...` line of the
-README (code blocks and inline code) and of the modules' docstrings, each `python -m stages.X`
+Markdown docs (README.md, every docs/*.md page and BENCHMARKS.md; code blocks and inline code) and
+of the modules' docstrings, each `python -m stages.X`
 line parses with that module's own argument parser, and every params override they show
 (`-S key=value`, `--set key=value`) names a key of params.yaml with a value its checks accept."""
 from __future__ import annotations
@@ -10,6 +11,7 @@ import importlib
 import logging
 import re
 import shlex
+from pathlib import Path
 
 import pytest
 import yaml
@@ -17,7 +19,14 @@ import yaml
 from stages.params import ParamsError, parse_params
 from tests.conftest import DEFAULT_PARAMS, PROJECT, params_dict
 
-DOCUMENTED = ["README.md", "BENCHMARKS.md"]
+
+
+def markdown_pages(root: Path = PROJECT) -> list[Path]:
+    """The Markdown files the project documents itself in: the front page, its docs/ pages, the benchmarks."""
+    return [root / "README.md", *sorted((root / "docs").glob("*.md")), root / "BENCHMARKS.md"]
+
+
+DOCUMENTED = [page.relative_to(PROJECT).as_posix() for page in markdown_pages()]
 PLACEHOLDER = re.compile(r"<[^<>\n]+>")  # <its md5>, <repo>: stand for one argument
 COMMAND = re.compile(r"^(dvc|python -m stages\.\w+)\s")
 OVERRIDE_FLAGS = ("-S", "--set-param", "--set")  # dvc exp run's, and benchmarks/*.py's
@@ -180,6 +189,15 @@ def check(argv: list[str], monkeypatch) -> str | None:
     return stage_accepts(argv[2], argv[3:], monkeypatch)
 
 
+def test_every_docs_page_is_read():
+    pages = [where for where in DOCUMENTED if where.startswith("docs/")]
+    assert len(pages) >= 10 and "docs/experiments.md" in pages and DOCUMENTED[0] == "README.md"
+    read = {where for where, _ in documented_texts()}
+    assert set(DOCUMENTED) <= read
+    shown = {where for where, _ in documented_commands()}
+    assert {"README.md", "docs/experiments.md", "docs/statistics.md", "docs/ci.md", "docs/parameters.md"} <= shown
+
+
 def test_the_docs_show_commands_at_all():
     found = documented_commands()
     assert sum(argv[0] == "dvc" for _, argv in found) >= 15
@@ -219,8 +237,9 @@ def test_commands_are_found_in_blocks_inline_code_and_chains():
 
 def test_the_docs_show_overrides_at_all():
     found = {where: overrides(texts) for where, texts in documented_texts()}
-    assert len(found["README.md"]) >= 15
-    assert "train.recipe=cpu" in found["README.md"] and "train.numerics.seed=range(0,3)" in found["README.md"]
+    markdown = [override for where in DOCUMENTED for override in found[where]]
+    assert len(markdown) >= 15 and len(found["README.md"]) >= 3
+    assert "train.recipe=cpu" in markdown and "train.numerics.seed=range(0,3)" in markdown
     assert any(found[where] for where in found if where.startswith("benchmarks/"))  # --set in usage lines
 
 
