@@ -1,5 +1,8 @@
 """Stage 1: fetch cifar-10-python.tar.gz, verify its md5, extract the batch files.
 
+After extraction it logs whether the batch files are the official ones (their md5s
+against torchvision's CIFAR10 list) or which of them a mirror changed.
+
 `data.url` may be an http(s) URL, a file:// URL or a local path (for mirrors and
 offline machines). torchvision's utilities do the download, check and extraction,
 but its `download_url` fails on file:// URLs and streams straight to the final
@@ -25,7 +28,7 @@ from urllib.request import url2pathname
 
 from torchvision.datasets.utils import calculate_md5, check_integrity, download_url, extract_archive
 
-from .cifar import ARCHIVE_DIR, ARCHIVE_NAME, OPTIONAL_FILES, REQUIRED_FILES
+from .cifar import ARCHIVE_DIR, ARCHIVE_NAME, OPTIONAL_FILES, REQUIRED_FILES, describe_data, differing_files
 from .common import StageError, atomic_path, run_stage
 from .params import load_params
 
@@ -129,6 +132,7 @@ def main(argv: list[str] | None = None) -> None:
         verify_md5(archive, data.md5, data.url)
         log.info("md5 %s verified; extracting", data.md5)
         extract(archive, staged.parent / "extract", data.url).rename(staged)
+        log.info("%s", describe_data(differing_files(staged)))  # prepare records the same answer
     log.info("wrote %s (%s)", args.out, ", ".join(REQUIRED_FILES))
 
 

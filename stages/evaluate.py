@@ -3,7 +3,9 @@
 Writes `--metrics` (accuracy, loss, macro F1, and per-class accuracy, precision,
 recall and F1 keyed by class name, so `dvc metrics diff` shows each class; beside
 each accuracy its Wilson 95% interval as `accuracy_low`/`accuracy_high` and
-`per_class_accuracy_low`/`_high`, flat numbers that `dvc metrics diff` compares),
+`per_class_accuracy_low`/`_high`, flat numbers that `dvc metrics diff` compares;
+`data_official` and `data_files_differing`, from prepare: whether the test figures
+were measured on the official CIFAR-10 batch files),
 `--confusion` (one row per test image, actual and predicted class name, as DVC's
 confusion plot template reads), `--per-class` (a row per class for the bar
 chart) and `--grid` (a PNG with the first test images of each class, a row per
@@ -172,6 +174,8 @@ def main(argv: list[str] | None = None) -> None:
     views = len(tta_views(images[:1], p.tta))
     metrics = {**test_metrics(logits, test["labels"], test["classes"]), "tta_views": views,
                "eval_flops": inference_flops(model, images[:2], views * len(images))}
+    if "data_official" in test:  # not in tensors prepared before prepare recorded it
+        metrics |= {"data_official": test["data_official"], "data_files_differing": len(test["data_differing"])}
     log.info("test accuracy %.2f%% (95%% interval %.2f-%.2f) loss %.4f on %d images (tta: %s)",
              100 * metrics["accuracy"], 100 * metrics["accuracy_low"], 100 * metrics["accuracy_high"],
              metrics["loss"], metrics["test_images"], p.tta)

@@ -2,8 +2,10 @@
 
 Writes `--out/{train,val,test}.pt`, each a dict that `torch.load(path,
 weights_only=True)` reads: images (N, 3, 32, 32) float32 normalized, labels (N,)
-int64, classes (names from batches.meta), and the mean/std used. val.pt holds
-zero images when prepare.val_size is 0.
+int64, classes (names from batches.meta), the mean/std used, and which data they
+come from: `data_official` (the batch files' md5s are torchvision's official ones)
+and `data_differing` (the batch files that differ, [] for the official data).
+val.pt holds zero images when prepare.val_size is 0.
 """
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .cifar import IMAGE_SHAPE, META_FILE, TEST_FILE, TRAIN_FILES
+from .cifar import IMAGE_SHAPE, META_FILE, TEST_FILE, TRAIN_FILES, describe_data, differing_files
 from .common import StageError, atomic_path, run_stage
 from .params import channel_stats, load_params
 
@@ -117,8 +119,9 @@ def normalize(images: np.ndarray, mean: list[float], std: list[float]) -> torch.
 
 
 def split_record(images: torch.Tensor, labels: np.ndarray, classes: list[str],
-                 mean: list[float], std: list[float]) -> dict:
-    return {"images": images, "labels": torch.from_numpy(labels), "classes": classes, "mean": mean, "std": std}
+                 mean: list[float], std: list[float], differing: list[str]) -> dict:
+    return {"images": images, "labels": torch.from_numpy(labels), "classes": classes, "mean": mean, "std": std,
+            "data_official": not differing, "data_differing": differing}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -132,6 +135,8 @@ def main(argv: list[str] | None = None) -> None:
     classes = read_classes(args.raw / META_FILE)
     train_x, train_y = read_split(args.raw, TRAIN_FILES, len(classes))
     test_x, test_y = read_split(args.raw, (TEST_FILE,), len(classes))
+    differing = differing_files(args.raw)
+    log.info("data: %s", describe_data(differing))
     if p.train_per_class:
         keep = first_per_class(train_y, p.train_per_class, classes, "prepare.train_per_class")
         train_x, train_y = train_x[keep], train_y[keep]
@@ -150,7 +155,8 @@ def main(argv: list[str] | None = None) -> None:
     with atomic_path(args.out) as staged:
         staged.mkdir()
         for name, (x, y) in splits.items():
-            torch.save(split_record(normalize(x, mean, std), y, classes, mean, std), staged / f"{name}.pt")
+            torch.save(split_record(normalize(x, mean, std), y, classes, mean, std, differing),
+                       staged / f"{name}.pt")
             log.info("%s: %d images", name, len(y))
     log.info("wrote %s", args.out)
 

@@ -87,3 +87,10 @@ def write_archive(path: Path, members: dict[str, bytes]) -> str:
     with open(path, "wb") as f, gzip.GzipFile(fileobj=f, mode="wb", mtime=0) as gz:
         gz.write(raw.getvalue())
     return hashlib.md5(path.read_bytes()).hexdigest()
+
+
+def fake_official_md5s(members: dict[str, bytes], changed: tuple[str, ...] = ()) -> dict[str, str]:
+    """An "official" md5 list for tests: name (without the archive folder) -> md5 of each member,
+    but another md5 for the names in `changed`, so those count as differing from the official files."""
+    return {name.removeprefix(ROOT): "0" * 32 if name.removeprefix(ROOT) in changed else hashlib.md5(data).hexdigest()
+            for name, data in members.items()}

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from stages import download
+from stages import cifar, download
 from stages.cifar import ARCHIVE_NAME, REQUIRED_FILES
 from stages.common import StageError, run_stage
-from tests.cifar_archive import ROOT, official_members, write_archive
+from tests.cifar_archive import ROOT, fake_official_md5s, official_members, write_archive
 from tests.conftest import PROJECT
 
 EXPECTED_FILES = sorted([*REQUIRED_FILES, "readme.html"])
@@ -297,3 +297,36 @@ def test_run_stage_exits_with_one_line_error(archive_params, out):
     assert code.startswith("download: error: ")
     assert "md5 mismatch" in code and "\n" not in code
     assert_nothing_left(out)
+
+
+# --- official batch files or a mirror's ---------------------------------------
+
+def test_tiny_archive_is_a_mirror_whose_every_batch_file_differs(archive_params, out, caplog):
+    caplog.set_level("INFO", logger="stages")
+    run(archive_params(), out)
+    assert ("a mirror whose batches.meta, data_batch_1, data_batch_2, data_batch_3, data_batch_4, data_batch_5, "
+            "test_batch differ from the official files") in caplog.text
+
+
+@pytest.mark.parametrize("changed, said", [
+    ((), "these are the official CIFAR-10 batch files (their md5s match torchvision's CIFAR10 list)"),
+    (("data_batch_3", "test_batch"), "a mirror whose data_batch_3, test_batch differ from the official files"),
+    (("batches.meta",), "a mirror whose batches.meta differs from the official files"),
+])
+def test_batch_files_are_compared_with_the_official_md5s(archive_params, out, members, monkeypatch, caplog,
+                                                         changed, said):
+    # the tiny archive's own md5s play the official list, but for `changed`
+    monkeypatch.setattr(cifar, "official_md5s", lambda: fake_official_md5s(members, changed))
+    caplog.set_level("INFO", logger="stages")
+    run(archive_params(), out)
+    assert said in caplog.text
+    assert_batches(out, members)
+
+
+def test_official_list_is_torchvision_cifar10s():
+    from torchvision.datasets import CIFAR10
+
+    official = cifar.official_md5s()
+    assert set(official) == set(REQUIRED_FILES)
+    assert official["data_batch_3"] == dict(CIFAR10.train_list)["data_batch_3"]
+    assert official["test_batch"] == "40351d587109b95175f43aff81a1287e"  # the file every CIFAR-10 paper tests on

@@ -90,6 +90,8 @@ def test_writes_metrics_and_confusion_rows(tmp_path, trained, prepared):
     # evaluate.tta none: one view; the MLP's multiply-adds, 2 FLOPs each, once per test image
     assert metrics["tta_views"] == 1
     assert metrics["eval_flops"] == 50 * 2 * (3072 * 1024 + 1024 * 512 + 512 * 10)
+    # from prepare: the tiny archive is no official CIFAR-10, all of its 7 batch files differ
+    assert metrics["data_official"] is False and metrics["data_files_differing"] == 7
 
 
 def test_model_json_from_before_the_groups_still_evaluates(tmp_path, trained, prepared):

@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from stages import prepare
+from stages import cifar, prepare
 from stages.cifar import TEST_FILE, TRAIN_FILES
 from stages.common import StageError
-from tests.cifar_archive import CLASSES, ROOT, batch_bytes, make_images, official_members, py2_pickle
+from tests.cifar_archive import (CLASSES, ROOT, batch_bytes, fake_official_md5s, make_images, official_members,
+                                 py2_pickle)
 from tests.conftest import write_params
 
 N_TRAIN, N_TEST = 100, 50  # official_members(10, 5)
@@ -360,3 +361,22 @@ def test_subset_params_give_balanced_splits_before_the_val_split(tmp_path, membe
     first_test = raw_split(members, (TEST_FILE,))
     keep = [i for i, y in enumerate(first_test[1]) if list(first_test[1][:i]).count(y) < 2]
     assert torch.equal(test["images"], expected(first_test[0][keep]))
+
+
+# --- which data ---------------------------------------------------------------
+
+def test_every_split_records_that_the_tiny_archive_is_not_the_official_data(tmp_path, members):
+    out = run(tmp_path, members)
+    for split in ("train", "val", "test"):
+        record = load(out, split)
+        assert record["data_official"] is False
+        assert record["data_differing"] == ["batches.meta", *TRAIN_FILES, TEST_FILE]
+
+
+@pytest.mark.parametrize("changed", [(), ("data_batch_3", "test_batch")])
+def test_splits_record_the_official_data_or_the_files_that_differ(tmp_path, members, monkeypatch, changed):
+    # the tiny archive's own md5s play the official list, but for `changed`
+    monkeypatch.setattr(cifar, "official_md5s", lambda: fake_official_md5s(members, changed))
+    test = load(run(tmp_path, members), "test")
+    assert test["data_official"] is (not changed)
+    assert test["data_differing"] == list(changed)
