@@ -9,7 +9,9 @@ state_dict (`--model`), what inference needs beside them (`--model-meta`: the
 model params, classes, normalization, the effective train params), a small
 metrics file (`--metrics`, with the run's training FLOPs), and after every epoch a
 CSV row for DVC plots (`--history`) and a DVCLive step (`--live`), so a running
-experiment is visible (stages/tracking.py).
+experiment is visible (stages/tracking.py). `--effective-params`, written before the
+first epoch, holds the train values in use, a params file that `dvc exp show` and
+`dvc params diff` read: in params.yaml, train.* is null wherever the recipe decides.
 """
 from __future__ import annotations
 
@@ -24,13 +26,14 @@ import sys
 from pathlib import Path
 
 import torch
+import yaml
 from torch.nn.parallel import DistributedDataParallel
 
 from .common import StageError, atomic_path, check_normalization, choose_device, require_file, run_stage, write_json
 from .distributed import Dist, launch_command, setup, teardown
 from .flops import training_flops
 from .models import Airbench, build_model
-from .params import Params, load_params
+from .params import Params, TrainParams, load_params
 from .precision import choose_precision
 from .tracking import epoch_log
 from .trainer import fit, make_trainer, warm_up
@@ -55,6 +58,15 @@ def file_md5(path: Path) -> str:
     return digest.hexdigest()
 
 
+def write_effective_params(path: Path, p: TrainParams) -> None:
+    """The train values in use, grouped as in params.yaml, without `recipe` (params.yaml's
+    train.recipe shows it): recipe values and overrides alike, and the precision `auto` chose."""
+    values = {k: v for k, v in dataclasses.asdict(p).items() if k != "recipe"}
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        f.write(f"# Written by the train stage: recipes.{p.recipe} with the train.* overrides of params.yaml.\n")
+        yaml.safe_dump(values, f, sort_keys=False)
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--params", default="params.yaml")
@@ -65,6 +77,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--history", type=Path, required=True, help="output: CSV with one row per epoch (DVC plots)")
     ap.add_argument("--live", type=Path, help="output: DVCLive folder, updated after every epoch")
     ap.add_argument("--checkpoint", type=Path, help="training state saved every epoch and resumed from")
+    ap.add_argument("--effective-params", type=Path, help="output: YAML params file of the train values in use")
     args = ap.parse_args(argv)
     params = load_params(args.params)
     p = params.train
@@ -124,6 +137,8 @@ def train_on(args: argparse.Namespace, params: Params, device: torch.device, dis
         "train_params": {k: v for k, v in dataclasses.asdict(p).items() if k != "numerics"}
         | {"numerics": {k: v for k, v in dataclasses.asdict(n).items() if k != "device"}},
         "data": {name: file_md5(args.prepared / name) for name in ("train.pt", "val.pt")}}
+    if dist.is_main and args.effective_params is not None:
+        write_effective_params(args.effective_params, p)
     with epoch_log(args.history, args.live, enabled=dist.is_main) as on_epoch:
         history = fit(trainer, train, val, p, args.checkpoint, identity, dist, on_epoch)
     if not dist.is_main:

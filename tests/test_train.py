@@ -6,6 +6,7 @@ import json
 import pandas as pd
 import pytest
 import torch
+import yaml
 from torch import nn
 
 from stages import train, trainer
@@ -34,10 +35,12 @@ def run_train(tmp_path, prepared, checkpoint=None, **dotted):
     tmp_path.mkdir(exist_ok=True)
     params = write_params(tmp_path / "params.yaml", **{"train.optim.epochs": 2, "train.numerics.device": "cpu",
                                                                 **dotted})
-    out = {name: tmp_path / name for name in ("model.pth", "model.json", "train.json", "train_log.csv", "live")}
+    out = {name: tmp_path / name for name in ("model.pth", "model.json", "train.json", "train_log.csv", "live",
+                                              "train_params.yaml")}
     train.main(["--params", str(params), "--prepared", str(prepared), "--model", str(out["model.pth"]),
                 "--model-meta", str(out["model.json"]), "--metrics", str(out["train.json"]),
-                "--history", str(out["train_log.csv"]), "--live", str(out["live"])]
+                "--history", str(out["train_log.csv"]), "--live", str(out["live"]),
+                "--effective-params", str(out["train_params.yaml"])]
                + (["--checkpoint", str(checkpoint)] if checkpoint else []))
     return out
 
@@ -217,6 +220,12 @@ def test_airbench_run_saves_whitening_filters_of_the_training_images(tmp_path, p
     out = run_train(tmp_path, prepared, **{**RESUMABLE_AIRBENCH, "train.optim.epochs": 1})
     meta = json.loads(out["model.json"].read_text())
     assert meta["train_params"]["model"]["name"] == "airbench" and meta["train_params"]["recipe"] == "cpu"
+    # The params file for dvc exp show: model.json's values but the recipe name, overrides (epochs,
+    # widths) and the cpu recipe's values (lr, width) written alike.
+    effective = yaml.safe_load(out["train_params.yaml"].read_text())
+    assert effective == {k: v for k, v in meta["train_params"].items() if k != "recipe"}
+    assert (effective["optim"]["epochs"], effective["optim"]["lr"]) == (1, 11.5)
+    assert effective["model"]["widths"] == [8, 16, 16] and effective["model"]["width"] == 64
     state = weights(out["model.pth"])
     build_model(model_spec(meta), 10).load_state_dict(state)
     images = torch.load(prepared / "train.pt", weights_only=True)["images"]
