@@ -44,14 +44,25 @@ def test_code_deps_are_exactly_the_imported_modules(name):
     assert code_deps == local_imports(module)
 
 
+def entries(stage: dict, kind: str) -> dict[str, dict]:
+    """A stage's outs, metrics or plots: {path as written: its options ({} for none)}."""
+    return {next(iter(o)) if isinstance(o, dict) else o: next(iter(o.values())) if isinstance(o, dict) else {}
+            for o in stage.get(kind, [])}
+
+
+def outputs(stage: dict) -> dict[str, dict]:
+    return {**entries(stage, "outs"), **entries(stage, "metrics"), **entries(stage, "plots")}
+
+
 @pytest.mark.parametrize("name", list(SPEC["stages"]))
 def test_every_path_in_the_command_is_a_dep_or_an_out(name):
     stage = SPEC["stages"][name]
-    declared = {fill(d) for d in stage.get("deps", [])}
-    declared |= {fill(next(iter(o)) if isinstance(o, dict) else o) for o in stage.get("outs", [])}
+    declared = {fill(d) for d in stage.get("deps", [])} | {fill(o) for o in outputs(stage)}
     args = re.findall(r"--[\w-]+ (\S+)", fill(stage["cmd"]))
     unmanaged = {PATHS["checkpoint"]}  # resume state: deliberately neither a dep nor an out
-    assert args and set(args) <= declared | unmanaged
+    # a folder whose contents are the outputs (DVCLive's: metrics.json and plots/, test_tracking.py)
+    folders = {arg for arg in args if any(path.startswith(f"{arg}/") for path in declared)}
+    assert args and set(args) <= declared | unmanaged | folders
     assert not unmanaged & declared
 
 
@@ -60,9 +71,22 @@ def test_stage_params_are_the_sections_it_reads():
         "download": ["data"], "prepare": ["prepare"], "train": ["train", "recipes"], "evaluate": ["evaluate"]}
 
 
+def test_small_metrics_files_are_in_git_and_the_run_cache_stays_on():
+    # DVC 3.67 run-caches a stage unless it has a persist: true output or a plain outs entry with
+    # cache: false; cache: false under the stage's own metrics:/plots: keeps the run cache on.
+    for name, stage in SPEC["stages"].items():
+        assert not any(o.get("persist") or o.get("cache") is False for o in entries(stage, "outs").values()), name
+    in_git = {fill(path) for stage in SPEC["stages"].values() for kind in ("metrics", "plots")
+              for path, options in entries(stage, kind).items() if options.get("cache") is False}
+    assert in_git == {PATHS[k] for k in ("metrics", "train_metrics", "confusion", "per_class", "train_log")} | {
+        f"{PATHS['live']}/metrics.json"}
+
+
 def test_plots_name_files_the_stages_write_and_their_columns():
-    plots = {fill(next(iter(p))) if isinstance(p, dict) else fill(p): (next(iter(p.values())) if isinstance(p, dict)
-             else {}) for p in SPEC["plots"]}
+    plots = {fill(path): options for path, options in entries(SPEC, "plots").items()}
+    for stage in SPEC["stages"].values():  # a stage's own plots: the file, drawn with its options
+        plots |= {fill(path): {k: v for k, v in options.items() if k != "cache"}
+                  for path, options in entries(stage, "plots").items()}
     assert plots[PATHS["confusion"]] == {"template": "confusion", "x": "actual", "y": "predicted",
                                          "title": "Test confusion matrix"}
     assert (plots[PATHS["per_class"]]["x"], plots[PATHS["per_class"]]["y"]) == ("accuracy", "class")
@@ -70,4 +94,6 @@ def test_plots_name_files_the_stages_write_and_their_columns():
     curves = [spec for spec in plots.values() if isinstance(spec.get("y"), dict)]
     assert curves and all(spec["x"] == "epoch" and list(spec["y"]) == ["${paths.train_log}"] for spec in curves)
     columns = {c for spec in curves for c in spec["y"]["${paths.train_log}"]}
+    assert plots[PATHS["train_log"]]["x"] == "epoch"  # the file's own plot: one more column
+    columns.add(plots[PATHS["train_log"]]["y"])
     assert columns == {"train_loss", "val_loss", "train_accuracy", "val_accuracy", "lr", "images_per_second"}

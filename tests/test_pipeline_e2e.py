@@ -84,11 +84,35 @@ def test_run_cache_restores_training_for_params_seen_before(first_run, second_ru
     metrics_a = (first_run.root / "metrics/metrics.json").read_bytes()
     project = copy_project(second_run.root, tmp_path / "project")
     assert (project / "metrics/metrics.json").read_bytes() != metrics_a  # so A's below are restored ones
-    again = sh(project, "dvc", "exp", "run", "-S", "train.optim.lr=0.001")  # A again
+    # A again; metrics.json and train.json are in git (cache: false under the stages' metrics:), and
+    # DVC copies such files into its run cache and restores them too
+    again = sh(project, "dvc", "exp", "run", "-S", "train.optim.lr=0.001")
     assert "Stage 'train' is cached - skipping run" in again and "Stage 'evaluate' is cached" in again
     assert "epoch 1/2 loss" not in again  # restored, not trained
     assert (project / "metrics/metrics.json").read_bytes() == metrics_a
     assert json.loads((project / "metrics/train.json").read_text())["epochs"] == 2
+
+
+def test_fresh_clone_diffs_committed_metrics_without_dvc_pull(second_run, tmp_path):
+    # The small metrics and plots files are in git (cache: false under the stages' own metrics: and
+    # plots:), so a clone compares two commits at once; only model, data and predictions.png need a pull.
+    project = copy_project(second_run.root, tmp_path / "project")
+    sh(project, "git", "add", "-A")
+    sh(project, "git", "commit", "-qm", "train.optim.lr 0.0005")
+    clone = tmp_path / "clone"
+    sh(tmp_path, "git", "clone", "-q", str(project), str(clone))
+    assert not (clone / "data/model.pth").exists()
+    result = subprocess.run(["dvc", "metrics", "diff", "HEAD~1", "--json"], cwd=clone, env=ENV, capture_output=True,
+                            text=True)
+    assert result.returncode == 0 and "failed to load" not in result.stderr, result.stderr
+    diff = json.loads(result.stdout)
+    loss = diff["metrics/metrics.json"]["loss"]
+    assert isinstance(loss["old"], float) and isinstance(loss["new"], float) and loss["old"] != loss["new"]
+    assert "train_loss" in diff["metrics/train.json"] and "train.loss" in diff["metrics/live/metrics.json"]
+    plots = json.loads(subprocess.run(["dvc", "plots", "diff", "HEAD~1", "--json"], cwd=clone, env=ENV,
+                                      capture_output=True, text=True).stdout)
+    assert {"Loss per epoch", "metrics/confusion.csv", "metrics/per_class.csv"} <= set(plots["data"])
+    assert {error["name"] for error in plots.get("errors", [])} == {"metrics/predictions.png"}  # in DVC's cache
 
 
 def test_failing_stage_leaves_no_finished_looking_output(tmp_path, archive):
@@ -108,7 +132,7 @@ def test_failing_stage_leaves_no_finished_looking_output(tmp_path, archive):
 def test_recipe_switch_with_exp_run_records_the_recipe_in_dvc_lock(ran_project):
     project = ran_project
     out = sh(project, "dvc", "exp", "run", "-S", "train.recipe=resnet-cpu", "-S", "train.model.width=4",
-             "-S", "train.optim.batch_size=32", "-S", "train.numerics.precision=fp32")
+             "-S", "train.optim.batch_size=32", "-S", "train.numerics.precision=fp32", "-S", "train.optim.epochs=1")
     assert ran(out) == {"train", "evaluate"}
     lock = yaml.safe_load((project / "dvc.lock").read_text())
     locked = lock["stages"]["train"]["params"]["params.yaml"]
@@ -120,6 +144,23 @@ def test_recipe_switch_with_exp_run_records_the_recipe_in_dvc_lock(ran_project):
     assert json.loads((project / "metrics/train.json").read_text())["recipe"] == "resnet-cpu"
     shown = json.loads(sh(project, "dvc", "exp", "show", "--json"))
     assert "resnet-cpu" in json.dumps(shown)
+
+    # dvc exp show: each run's effective train values from data/train_params.yaml (dvc.yaml's top-level
+    # params), where params.yaml has null for what the recipe decides. The committed first run
+    # (tutorial) and the experiment (resnet-cpu); overrides and recipe values look the same.
+    base = next(row for row in shown if row["rev"] != "workspace")
+    rows = [base, *(rev for exp in base["experiments"] for rev in exp["revs"])]
+    runs = {row["data"]["params"]["params.yaml"]["data"]["train"]["recipe"]:
+            row["data"]["params"]["data/train_params.yaml"]["data"] for row in rows}
+    tutorial, resnet = runs["tutorial"], runs["resnet-cpu"]
+    assert base["data"]["params"]["params.yaml"]["data"]["train"]["optim"]["batch_size"] is None
+    assert (tutorial["model"]["name"], tutorial["optim"]["batch_size"]) == ("mlp", 4)  # the recipe's
+    assert (tutorial["optim"]["lr"], tutorial["optim"]["epochs"]) == (0.001, 2)  # tests.e2e_support.TRAIN's
+    assert (resnet["model"]["name"], resnet["optim"]["label_smoothing"]) == ("resnet", 0.2)  # the recipe's
+    assert (resnet["model"]["width"], resnet["optim"]["epochs"]) == (4, 1)  # set by -S
+    diff = json.loads(sh(project, "dvc", "params", "diff", "--json"))["data/train_params.yaml"]  # HEAD: tutorial
+    assert diff["model.name"] == {"old": "mlp", "new": "resnet"}
+    assert diff["optim.label_smoothing"] == {"old": 0.0, "new": 0.2}
 
 
 def test_queued_sweep_gate_and_ci_summary(ran_project):

@@ -10,6 +10,7 @@ case runs only what it changed.
 from __future__ import annotations
 
 import importlib.util
+import json
 import shutil
 import subprocess
 import sys
@@ -111,6 +112,8 @@ def test_passing_pr_with_a_committed_lock(origin, tmp_path):
     assert "- baseline: the base" in summary
     assert "PASS accuracy change +0.0000 against baseline" in summary and "within gate.max_drop 0.0300" in summary
     assert "PASS paired test, overall (50 images)" in summary  # the gate got both confusion files
+    assert ("Data: baseline run, a mirror, 7 batch file(s) differ from the official ones; PR run, a mirror, "
+            "7 batch file(s) differ from the official ones.") in summary  # the tiny archive
     # Same repository and cache: nothing is downloaded again, the base's unchanged stages are restored.
     assert "Running stage" not in output and output.count("Stage 'download' is cached") == 2
     for cls in CLASSES:
@@ -203,3 +206,34 @@ def test_a_bad_override_stops_the_check_with_its_reason(origin, tmp_path):
     assert result.returncode == 1
     assert ("FAIL check stopped: params.yaml lacks train.no_such_key, set by the subset overrides"
             in (tmp_path / "out/summary.md").read_text())
+
+
+def test_summary_reads_each_commits_own_run_from_git_and_says_which_data(tmp_path):
+    script = load_script()
+    repo = tmp_path / "repo"
+    (repo / "metrics").mkdir(parents=True)
+    shutil.copy(PROJECT / "dvc.yaml", repo / "dvc.yaml")  # its paths.metrics: where evaluate writes
+    sh(repo, "git", "init", "-q")
+    sh(repo, "git", "add", "dvc.yaml")
+    sh(repo, "git", "commit", "-qm", "the pipeline, no run yet")
+    for accuracy, official in ((0.5, False), (0.75, True)):  # a run on a mirror, then one on the real data
+        (repo / "metrics/metrics.json").write_text(json.dumps(
+            {"accuracy": accuracy, "per_class_accuracy": {"cat": accuracy}, "data_official": official,
+             "data_files_differing": 0 if official else 7}))
+        sh(repo, "git", "add", "metrics/metrics.json")
+        sh(repo, "git", "commit", "-qm", f"a run: {accuracy}")
+    assert script.committed_metrics(repo, "HEAD~2") is None
+    assert script.committed_metrics(repo, "HEAD~1")["accuracy"] == 0.5
+
+    section = "".join(script.committed_section(repo, base="HEAD~1"))
+    assert "### Committed runs: base HEAD~1 against this change" in section
+    assert "| accuracy | 0.5000 | 0.7500 | +0.2500 |" in section and "| accuracy: cat | 0.5000 | 0.7500 |" in section
+    assert ("Data: base, a mirror, 7 batch file(s) differ from the official ones; this change, the official "
+            "CIFAR-10 batch files.") in section
+    assert "| accuracy | — | 0.7500 | — |" in "".join(script.committed_section(repo, base="HEAD~2"))
+    assert script.committed_section(repo, base=None)[0].startswith("### Committed runs: base (none)")
+    latest = sh(repo, "git", "rev-parse", "HEAD").strip()
+    sh(repo, "git", "checkout", "-q", "HEAD~2")  # a change that commits no run of its own
+    section = "".join(script.committed_section(repo, base=latest))
+    assert "This change commits no run of its own; the base's has accuracy 0.7500." in section
+    assert script.committed_section(repo, base="HEAD") == []  # neither commits one

@@ -123,8 +123,10 @@ def test_dvc_yaml_declares_the_live_folder_its_metrics_and_the_model_artifact():
     spec = yaml.safe_load((PROJECT / "dvc.yaml").read_text())
     train_stage = spec["stages"]["train"]
     assert "--live ${paths.live}" in train_stage["cmd"]
-    assert "${paths.live}" in train_stage["outs"]  # a plain entry: cached, so the run cache stays on
-    assert "${paths.live}/metrics.json" in spec["metrics"]
+    # the folder's two outputs: the TSVs a plain cached entry, the latest epoch a metrics file in git
+    # (`cache: false` under the stage's own metrics: keeps the run cache on)
+    assert "${paths.live}/plots" in train_stage["outs"]
+    assert {"${paths.live}/metrics.json": {"cache": False}} in train_stage["metrics"]
     with Repo(str(PROJECT)) as repo:  # DVC's own reading, vars resolved
         artifact = repo.artifacts.read()["dvc.yaml"]["cifar10-classifier"]
     assert (artifact.path, artifact.type) == ("data/model.pth", "model")

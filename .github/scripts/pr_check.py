@@ -178,10 +178,15 @@ def apply_overrides(params_file: Path, overrides: dict[str, Any]) -> None:
     params_file.write_text(yaml.safe_dump(params, sort_keys=False))
 
 
+def spec_paths(dvc_yaml: str) -> dict[str, str]:
+    """The `paths` of a dvc.yaml's vars, where every path is written once."""
+    spec = yaml.safe_load(dvc_yaml) or {}
+    return next((v["paths"] for v in spec.get("vars", []) if isinstance(v, dict) and "paths" in v), {})
+
+
 def run_paths(repo: Path) -> dict[str, Path]:
     """The kept outputs' paths, from that checkout's own dvc.yaml vars (a base may differ)."""
-    spec = yaml.safe_load((repo / "dvc.yaml").read_text()) or {}
-    paths = next((v["paths"] for v in spec.get("vars", []) if isinstance(v, dict) and "paths" in v), {})
+    paths = spec_paths((repo / "dvc.yaml").read_text())
     return {key: repo / paths[key] for key in KEPT if key in paths}
 
 
@@ -207,9 +212,25 @@ def resolve(repo: Path, rev: str | None) -> str | None:
     return result.stdout.strip() or None
 
 
+def committed_file(repo: Path, rev: str, path: str) -> str | None:
+    shown = git(repo, "show", f"{rev}:{path}", check=False)
+    return shown.stdout if shown.returncode == 0 else None
+
+
 def committed_params(repo: Path, rev: str) -> dict | None:
-    shown = git(repo, "show", f"{rev}:params.yaml", check=False)
-    return (yaml.safe_load(shown.stdout) or {}) if shown.returncode == 0 else None
+    text = committed_file(repo, rev, "params.yaml")
+    return (yaml.safe_load(text) or {}) if text is not None else None
+
+
+def committed_metrics(repo: Path, rev: str) -> dict | None:
+    """The test metrics of the run committed at rev: the evaluate stage keeps metrics.json in git
+    (dvc.yaml's paths.metrics there), so they need no DVC remote; None where rev holds none."""
+    path = spec_paths(committed_file(repo, rev, "dvc.yaml") or "").get("metrics")
+    text = committed_file(repo, rev, path) if path else None
+    try:
+        return json.loads(text) if text is not None else None
+    except json.JSONDecodeError:
+        return None
 
 
 def run_baseline(repo: Path, base: str, overrides: dict[str, Any], work: Path, keep: Path,
@@ -281,6 +302,31 @@ def metric_rows(base: dict | None, pr: dict) -> list[tuple[str, float | None, fl
     for cls, value in pr.get("per_class_accuracy", {}).items():
         rows.append((f"accuracy: {cls}", (base or {}).get("per_class_accuracy", {}).get(cls), value))
     return rows
+
+
+def data_note(runs: dict[str, dict | None]) -> str:
+    """Which data each run's test figures come from (metrics.json's data_official, from prepare)."""
+    def said(metrics: dict) -> str:
+        if "data_official" not in metrics:
+            return "not recorded (a run from before metrics.json said it)"
+        if metrics["data_official"]:
+            return "the official CIFAR-10 batch files"
+        return f"a mirror, {metrics.get('data_files_differing', 'some')} batch file(s) differ from the official ones"
+    return "Data: " + "; ".join(f"{name}, {said(m)}" for name, m in runs.items() if m is not None) + ".\n"
+
+
+def committed_section(repo: Path, base: str | None) -> list[str]:
+    """The runs committed at the base and in this change, side by side, where either commits one."""
+    old, new = (committed_metrics(repo, rev) if rev else None for rev in (base, "HEAD"))
+    if old is None and new is None:
+        return []
+    head = [f"### Committed runs: base {base[:12] if base else '(none)'} against this change\n",
+            "The metrics.json each commit holds in git, from its own full run (not the subset runs above).\n"]
+    if new is None:
+        accuracy = fmt(old.get("accuracy"))
+        return head + [f"This change commits no run of its own; the base's has accuracy {accuracy}.\n",
+                       data_note({"base": old})]
+    return head + [metrics_table(metric_rows(old, new)), data_note({"base": old, "this change": new})]
 
 
 def fmt(value: Any) -> str:
@@ -408,6 +454,8 @@ def summarize(repo: Path, base: str | None, baseline_rev: str | None, overrides:
     if pr is not None:
         sections.append("### Test metrics of the two runs\n")
         sections.append(metrics_table(metric_rows(old, pr)))
+        sections.append(data_note({"baseline run": old, "PR run": pr}))
+    sections.extend(committed_section(repo, base))
     sections.append(f"### Params: base {base[:12] if base else '(none)'} against this change\n")
     sections.append(params_diff(committed_params(repo, base) if base else None, committed_params(repo, "HEAD")))
     sections.append("Both runs used the subset overrides "
