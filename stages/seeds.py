@@ -40,10 +40,11 @@ def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
             for k, v in flatten(value, f"{prefix}.{key}" if prefix else key).items()}
 
 
-def finished_runs(shown: Any, metrics_file: str) -> list[Run]:
+def finished_runs(shown: Any, metrics_file: str, derived: tuple[str, ...] = ()) -> list[Run]:
     """The experiments in `dvc exp show --json` output (DVC 3: a list of baseline revisions, each with
     "experiments": [{"revs": [state], "executor": {"state": ...}}]) that finished with `metrics_file`.
-    Baseline commits and the workspace are left out: they repeat one of the experiments."""
+    Baseline commits and the workspace are left out: they repeat one of the experiments. Params files
+    in `derived` are left out too: the train stage's effective values repeat params.yaml's, seed and all."""
     if not isinstance(shown, list):
         raise StageError(f"expected the JSON list that `dvc exp show --json` prints, got {type(shown).__name__}")
     runs = []
@@ -58,7 +59,7 @@ def finished_runs(shown: Any, metrics_file: str) -> list[Run]:
                 if rev.get("error") or not isinstance(metrics, dict):
                     continue
                 params = {(k if file == "params.yaml" else f"{file}:{k}"): v
-                          for file, result in (data.get("params") or {}).items()
+                          for file, result in (data.get("params") or {}).items() if file not in derived
                           for k, v in flatten((result or {}).get("data") or {}).items()}
                 runs.append(Run(rev.get("name") or exp_range.get("name") or rev.get("rev", "?")[:7], params,
                                 flatten(metrics)))
@@ -152,7 +153,8 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     if args.metrics is None:
         raise StageError("no dvc.yaml here to take the metrics path from; pass --metrics")
-    runs = finished_runs(read_shown(args.shown), args.metrics.as_posix())
+    derived = tuple(p.as_posix() for p in [default_path("train_params")] if p is not None)
+    runs = finished_runs(read_shown(args.shown), args.metrics.as_posix(), derived)
     if not runs:
         raise StageError(f"no finished experiment with {args.metrics} in the input; run a sweep first, e.g. "
                          "dvc exp run --queue -S 'train.numerics.seed=range(0,5)' && dvc exp run --run-all")

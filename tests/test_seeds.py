@@ -51,6 +51,17 @@ def test_finished_runs_leave_out_baselines_queued_and_failed():
     assert runs[3].metrics["per_class_accuracy.cat"] == 0.30 and "seconds" not in runs[3].metrics
 
 
+def test_the_train_stages_effective_params_file_is_left_out():
+    doc = json.loads(json.dumps(DOC))
+    for exp in doc[1]["experiments"]:  # as data/train_params.yaml adds them: the seed again, resolved
+        data = exp["revs"][0]["data"]
+        seed = data["params"]["params.yaml"]["data"]["train"]["numerics"]["seed"]
+        data["params"]["data/train_params.yaml"] = {"data": {"numerics": {"seed": seed}, "optim": {"lr": 0.001}}}
+    runs = seeds.finished_runs(doc, "metrics/metrics.json", derived=("data/train_params.yaml",))
+    assert runs == seeds.finished_runs(DOC, "metrics/metrics.json")
+    assert "data/train_params.yaml:numerics.seed" in seeds.finished_runs(doc, "metrics/metrics.json")[0].params
+
+
 def test_groups_by_params_other_than_the_seed_labelled_by_what_differs():
     groups = seeds.group_by_params(seeds.finished_runs(DOC, "metrics/metrics.json")[:5], "train.numerics.seed")
     assert {label: [r.name for r in runs] for label, runs in groups.items()} == {
