@@ -299,13 +299,15 @@ def test_checkpoint_of_other_params_is_never_resumed(tmp_path, prepared, caplog,
     assert all(torch.equal(fresh[k], resumed[k]) for k in fresh)
 
 
-def test_damaged_checkpoint_is_ignored(tmp_path, prepared, caplog):
+def test_unreadable_checkpoint_is_set_aside(tmp_path, prepared, caplog):
     checkpoint = tmp_path / "train.ckpt"
     checkpoint.write_bytes(b"half a file")
     with caplog.at_level("WARNING", logger="stages"):
         run_train(tmp_path / "a", prepared, checkpoint, **{"train.optim.epochs": 1})
-    assert "unreadable checkpoint ignored" in caplog.text
+    assert "train.ckpt: unreadable checkpoint (" in caplog.text
+    assert "set aside as train.ckpt.bad, training from the start" in caplog.text
     assert not checkpoint.exists()  # replaced by good ones while training, removed at the end
+    assert (tmp_path / "train.ckpt.bad").read_bytes() == b"half a file"
 
 
 def test_a_finished_runs_checkpoint_is_removed_and_never_resumed(tmp_path, prepared, monkeypatch, caplog):
