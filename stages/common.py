@@ -47,6 +47,7 @@ class Interrupted(BaseException):
         self.during: str | None = None  # where it struck ("in epoch 3/10"): the innermost note wins
         self.kept: str | None = None  # what survives it, where a stage knows better than "nothing new"
         self.quiet = False  # said already by another process (a torchrun worker)
+        self.after_done = False  # held back by signals_deferred until its block had finished
 
     def note(self, during: str | None = None, kept: str | None = None) -> None:
         self.during = self.during or during
@@ -85,13 +86,17 @@ def signals_deferred() -> Iterator[None]:
     """Hold SIGINT and SIGTERM back until the block ends, then raise Interrupted: for writes and
     cleanup that must not stop halfway (torch.save, interrupted inside, raises its own error instead)."""
     _StopState.depth += 1
+    done = False
     try:
         yield
+        done = True
     finally:
         _StopState.depth -= 1
         if not _StopState.depth and _StopState.pending is not None and not _StopState.raised:
             _StopState.raised = True
-            raise Interrupted(_StopState.pending)
+            err = Interrupted(_StopState.pending)
+            err.after_done = done
+            raise err
 
 
 def run_stage(name: str, main: Callable[[list[str] | None], None], argv: list[str] | None = None) -> None:

@@ -237,7 +237,11 @@ def fit(t: Trainer, train: dict, val: dict, p: TrainParams, checkpoint: Path | N
         for epoch in range(len(history) + 1, o.epochs + 1):
             history.append(run_epoch(t, train, val, o, generator, epoch, steps, dist))
             if checkpoint and dist.is_main:
-                save_checkpoint(checkpoint, identity, t, generator, history)
+                try:
+                    save_checkpoint(checkpoint, identity, t, generator, history)
+                except Interrupted as err:
+                    saved = epoch if err.after_done else saved  # held back until the checkpoint was written
+                    raise
                 saved = epoch
             if on_epoch:
                 on_epoch(history)
@@ -462,5 +466,6 @@ def counter_problem(state: dict, steps: int | None) -> str | None:
         counters["the optimizer"] = int(max(adam_steps))
     for name, count in counters.items():
         if count != steps:
-            return f"its history has {len(state['history'])} epochs ({steps} steps), {name} counted {count} steps"
+            epochs = len(state["history"])
+            return f"its history records {epochs} epoch(s) ({steps} steps), {name} counted {count} steps"
     return None
