@@ -25,7 +25,8 @@ from torch.optim.swa_utils import AveragedModel
 
 from .augment import augment, flip_mask
 from .averaging import Lookahead, make_ema
-from .common import Interrupted, StageError, first_line, out_of_memory_hint, progress, save_tensors
+from .common import (Interrupted, StageError, first_line, out_of_memory_hint, progress, save_tensors,
+                     signals_deferred)
 from .distributed import SINGLE, Dist, all_max, all_sum
 from .models import Airbench, predict_logits
 from .optimizers import make_optimizers, set_lr
@@ -230,10 +231,11 @@ def fit(t: Trainer, train: dict, val: dict, p: TrainParams, checkpoint: Path | N
     done_per_epoch = sum(min(o.batch_size, len(train["labels"]) - s) >= dist.world
                          for s in range(0, len(train["labels"]), o.batch_size))
     history = resume(checkpoint, identity, t, generator, o.epochs, done_per_epoch) if checkpoint else []
-    if history and on_epoch:
-        on_epoch(history)
     saved, epoch = len(history), len(history)
     try:
+        if history and on_epoch:
+            with signals_deferred():
+                on_epoch(history)
         for epoch in range(len(history) + 1, o.epochs + 1):
             history.append(run_epoch(t, train, val, o, generator, epoch, steps, dist))
             if checkpoint and dist.is_main:
@@ -244,7 +246,10 @@ def fit(t: Trainer, train: dict, val: dict, p: TrainParams, checkpoint: Path | N
                     raise
                 saved = epoch
             if on_epoch:
-                on_epoch(history)
+                # DVCLive, stopped halfway through a step, can hang at its end (its Studio queue waits
+                # for a worker that never started): a stop signal waits until the records are written.
+                with signals_deferred():
+                    on_epoch(history)
     except Interrupted as err:
         where = f"after epoch {epoch}/{o.epochs}" if saved >= epoch else f"in epoch {epoch}/{o.epochs}"
         err.note(during=where, kept=kept_note(checkpoint, saved, o.epochs))

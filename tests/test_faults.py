@@ -23,7 +23,7 @@ from stages import common, download, evaluate, trainer
 from stages.common import DiskFull, StageError, disk_full
 from tests.conftest import PROJECT, write_params
 from tests.test_evaluate import run_evaluate, trained  # noqa: F401 - a fixture
-from tests.test_train import RESUMABLE, run_train, weights
+from tests.test_train import RESUMABLE, count_epochs, run_train, weights
 
 ENV = {"OMP_NUM_THREADS": "1", **os.environ, "DVC_STUDIO_OFFLINE": "1"}
 TIMING = ("seconds", "images_per_second", "train_seconds", "warmup_seconds")  # differ between any two runs
@@ -317,9 +317,7 @@ def test_checkpoint_that_loads_but_does_not_fit_is_set_aside_and_training_starts
     harm(state)
     checkpoint = tmp_path / "train.ckpt"
     torch.save(state, checkpoint)
-    epochs = []
-    real_epoch = trainer.train_epoch
-    monkeypatch.setattr(trainer, "train_epoch", lambda *a, **k: epochs.append(1) or real_epoch(*a, **k))
+    epochs = count_epochs(monkeypatch)
     with caplog.at_level("INFO", logger="stages"):
         resumed = weights(run_train(tmp_path / "run", prepared, checkpoint, **DAMAGE_TRAIN)["model.pth"])
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
@@ -352,7 +350,7 @@ def test_a_checkpoint_that_passes_the_checks_but_fails_to_load_is_undone(
     ({"images": torch.zeros(2, 3, 32, 32), "labels": torch.zeros(3, dtype=torch.long), "classes": ["a"],
       "mean": [0.5] * 3, "std": [0.5] * 3}, r"damaged prepared split: labels must be an int64 tensor \(2,\)"),
     ({"images": torch.zeros(2, 3, 32, 32)}, r"damaged prepared split: expected a dict with \['classes', "),
-])
+], ids=["garbage", "labels-of-another-length", "missing-keys"])
 def test_damaged_prepared_file_is_named_with_how_to_rebuild_it(tmp_path, prepared, content, reason):
     folder = tmp_path / "prepared"
     shutil.copytree(prepared, folder)

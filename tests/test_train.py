@@ -310,6 +310,13 @@ def test_unreadable_checkpoint_is_set_aside(tmp_path, prepared, caplog):
     assert (tmp_path / "train.ckpt.bad").read_bytes() == b"half a file"
 
 
+def count_epochs(monkeypatch) -> list:
+    """A list that gets an item for every epoch trained from now on."""
+    epochs, real_epoch = [], trainer.train_epoch
+    monkeypatch.setattr(trainer, "train_epoch", lambda *a, **k: epochs.append(1) or real_epoch(*a, **k))
+    return epochs
+
+
 def test_a_finished_runs_checkpoint_is_removed_and_never_resumed(tmp_path, prepared, monkeypatch, caplog):
     checkpoint = tmp_path / "train.ckpt"
     saved = []
@@ -323,9 +330,7 @@ def test_a_finished_runs_checkpoint_is_removed_and_never_resumed(tmp_path, prepa
     state = torch.load(checkpoint, weights_only=True)
     state["history"].append({**state["history"][-1], "epoch": 3})
     torch.save(state, checkpoint)
-    epochs = []
-    real_epoch = trainer.train_epoch
-    monkeypatch.setattr(trainer, "train_epoch", lambda *a, **k: epochs.append(1) or real_epoch(*a, **k))
+    epochs = count_epochs(monkeypatch)
     with caplog.at_level("INFO", logger="stages"):
         again = weights(run_train(tmp_path / "c", prepared, checkpoint, **RESUMABLE)["model.pth"])
     assert "checkpoint of a finished run ignored" in caplog.text and len(epochs) == 3
