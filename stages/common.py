@@ -237,6 +237,9 @@ def atomic_path(final: str | Path, what: str = "", needs: int | None = None) -> 
         if full is None or isinstance(err, DiskFull):
             raise
         written = size_on_disk(staged) if tmp is not None else 0
+        if tmp is not None:
+            with signals_deferred():
+                shutil.rmtree(tmp, ignore_errors=True)  # first, so that the room free is the room there is
         raise disk_full_error(final, what, needs, written, full) from None
     finally:
         if tmp is not None:
