@@ -29,14 +29,16 @@ ENV = {"OMP_NUM_THREADS": "1", **os.environ, "DVC_STUDIO_OFFLINE": "1"}
 TIMING = ("seconds", "images_per_second", "train_seconds", "warmup_seconds")  # differ between any two runs
 
 
-def start_stage(args: list[str], file_limit: int | None = None) -> subprocess.Popen:
-    """A stage process as DVC starts one, SIGINT at its default even where this test runs in the background."""
+def start_stage(args: list[str], cwd, file_limit: int | None = None) -> subprocess.Popen:
+    """A stage process as DVC starts one, SIGINT at its default even where this test runs in the background.
+    `cwd`: the test's own folder, outside any DVC repo (DVCLive opens the one it finds)."""
     def child():
         signal.signal(signal.SIGINT, signal.SIG_DFL)
         if file_limit is not None:
             resource.setrlimit(resource.RLIMIT_FSIZE, (file_limit, file_limit))
 
-    return subprocess.Popen([sys.executable, *args], cwd=PROJECT, env=ENV, stdout=subprocess.PIPE,
+    env = {**ENV, "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT), os.environ.get("PYTHONPATH")]))}
+    return subprocess.Popen([sys.executable, *args], cwd=cwd, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, preexec_fn=child)
 
 
@@ -66,7 +68,7 @@ def train_command(out, params, prepared) -> list[str]:
 def uninterrupted(tmp_path_factory, prepared):
     out = tmp_path_factory.mktemp("uninterrupted")
     params = write_params(out / "params.yaml", **SIGNAL_TRAIN)
-    proc = start_stage(train_command(out, params, prepared))
+    proc = start_stage(train_command(out, params, prepared), out)
     output = finish(proc)
     assert proc.returncode == 0, output[-3000:]
     return out
@@ -88,7 +90,7 @@ def test_stop_signal_during_training_keeps_the_checkpoint_and_the_rerun_resumes_
         tmp_path, prepared, uninterrupted, sig, code):
     params = write_params(tmp_path / "params.yaml", **SIGNAL_TRAIN)
     checkpoint = tmp_path / "ckpt/train.pt"
-    proc = start_stage(train_command(tmp_path, params, prepared))
+    proc = start_stage(train_command(tmp_path, params, prepared), tmp_path)
     while not checkpoint.exists() and proc.poll() is None:
         time.sleep(0.01)
     proc.send_signal(sig)  # epoch 1's checkpoint is there; epoch 2 of 4 is running (or 3, on a slow machine)
@@ -107,7 +109,7 @@ def test_stop_signal_during_training_keeps_the_checkpoint_and_the_rerun_resumes_
     assert not (tmp_path / "model.pth").exists() and not (tmp_path / "train.json").exists()
     assert not leftovers(tmp_path)
 
-    proc = start_stage(train_command(tmp_path, params, prepared))
+    proc = start_stage(train_command(tmp_path, params, prepared), tmp_path)
     output = finish(proc)
     assert proc.returncode == 0, output[-3000:]
     assert f"resuming after epoch {done}" in output and f"epoch {done}/4 loss" not in output
@@ -130,7 +132,7 @@ def test_sigterm_during_prepare_leaves_the_previous_output_and_a_rerun_finishes(
     shutil.copytree(prepared, out)  # a previous run's output, as outside DVC (dvc repro deletes it first)
     (out / "train.pt").write_bytes(b"previous")
     before = {p.name: p.read_bytes() for p in out.iterdir()}
-    proc = start_stage(["-c", SLOW_PREPARE, "--params", str(params), "--raw", str(raw), "--out", str(out)])
+    proc = start_stage(["-c", SLOW_PREPARE, "--params", str(params), "--raw", str(raw), "--out", str(out)], tmp_path)
     while proc.stdout.readline().strip() != "saved":  # after the log line of classes and statistics
         assert proc.poll() is None
     proc.send_signal(signal.SIGTERM)
@@ -140,7 +142,8 @@ def test_sigterm_during_prepare_leaves_the_previous_output_and_a_rerun_finishes(
                      "was finished; earlier outputs are left as they were$", output.strip()), output
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before and not leftovers(tmp_path)
 
-    proc = start_stage(["-m", "stages.prepare", "--params", str(params), "--raw", str(raw), "--out", str(out)])
+    proc = start_stage(["-m", "stages.prepare", "--params", str(params), "--raw", str(raw), "--out", str(out)],
+                       tmp_path)
     output = finish(proc)
     assert proc.returncode == 0, output
     assert all((out / name).read_bytes() == (prepared / name).read_bytes() for name in before)
@@ -154,7 +157,7 @@ def test_file_size_limit_while_prepare_writes_is_one_error_and_keeps_the_previou
     shutil.copytree(prepared, out)
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     proc = start_stage(["-m", "stages.prepare", "--params", str(params), "--raw", str(prepared.parent / "raw"),
-                        "--out", str(out)], file_limit=500_000)  # train.pt takes 2 MB
+                        "--out", str(out)], tmp_path, file_limit=500_000)  # train.pt takes 2 MB
     output = finish(proc)
     assert proc.returncode == 1 and "Traceback" not in output, output
     assert re.search(rf"prepare: error: {re.escape(str(out))}: cannot write the prepared tensors: File too large "
@@ -190,7 +193,7 @@ def test_file_size_limit_while_saving_a_checkpoint_stops_and_keeps_the_last_one(
     params = write_params(out / "params.yaml", **SIGNAL_TRAIN)
     command = train_command(out, params, prepared)
     command[command.index("--checkpoint") + 1] = str(checkpoint)
-    proc = start_stage(command, file_limit=200_000)
+    proc = start_stage(command, out, file_limit=200_000)
     output = finish(proc)
     assert proc.returncode == 1 and "Traceback" not in output, output[-3000:]
     assert "resuming after epoch 1" in output and "epoch 2/4 loss" in output
