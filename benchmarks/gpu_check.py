@@ -12,7 +12,7 @@ then on the GPU machine, from the checkout's root, with cache/gpu carried:
 
     python benchmarks/gpu_check.py [--budget-s 480] [--out DIR]
 
-Parts, in order, each reported with a status (ok, failed, skipped) so one
+Parts, in order, each reported with a status (ok, failed, skipped; stopped by a signal) so one
 failure never hides the rest:
   mirror       the full mirror built from the JPEG archive with the mirror tool, md5 checked
   fast_gpu     the fast-gpu recipe for 5 seeds through dvc.yaml's stage commands (no DVC), with
@@ -28,6 +28,8 @@ with the mirror, which is reused from cache/gpu-mirror where an earlier run on t
 built it. Writes gpu_check.json, gpu_check.txt (the table) and gpu_check.log (everything
 printed) to --out, which defaults to $OUT when set (the device machine returns only that
 folder); the JSON is rewritten after every part, so a run killed midway keeps what it measured.
+Stopped by SIGTERM (the device's time limit) or Ctrl-C, it marks the running part "stopped", writes
+the table and the JSON of what it finished, and exits 143 (130).
 
 --smoke runs the same parts on the CPU in a couple of minutes: a tiny JPEG archive
 through the real mirror tool when it is found (else a synthetic archive in the
@@ -67,7 +69,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.airbench_runs import write_airbench_data  # noqa: E402
 from benchmarks.runner import ROOT, commit, copy_project, machine, results, run_stages  # noqa: E402
-from stages.common import default_path  # noqa: E402
+from stages.common import Interrupted, catch_stop_signals, default_path  # noqa: E402
 from stages.params import parse_params, set_dotted  # noqa: E402
 from stages.train import file_md5  # noqa: E402
 
@@ -746,16 +748,25 @@ def main(argv: list[str] | None = None) -> None:
               "notes": [] if HAVE_DVCLIVE else [DVCLIVE_NOTE],
               "inputs": {k: getattr(args, k) and str(getattr(args, k)) for k in ("jpeg", "mirror_tool", "airbench")},
               "parts": {}}
+    # The device's time limit sends SIGTERM: the parts finished so far still reach the table and the JSON.
+    catch_stop_signals()
+    stopped = None
     with tempfile.TemporaryDirectory(prefix="gpu-check-") as tmp, Tee(args.out / "gpu_check.log") as tee:
         check = Check(args, clock, Path(tmp), cuda)
         wanted = set(args.only or PARTS)
         wanted |= {"mirror"} if wanted & DATA_PARTS else set()
         try:
             for name in PARTS:
+                started = clock.elapsed()
                 report["parts"][name] = run_part(name, check, tee) if name in wanted else {
                     "status": "skipped", "seconds": 0.0, "reason": "not asked for (--only)", "figures": {}, "rows": []}
                 report["elapsed_s"] = clock.elapsed()
                 write_report(args.out, report)
+        except Interrupted as err:
+            stopped = err
+            report["parts"][name] = {"status": "stopped", "seconds": clock.elapsed() - started, "figures": {},
+                                     "reason": f"stopped by {err}; the parts after it did not run", "rows": []}
+            report["stopped_by"] = str(err)
         finally:
             report["elapsed_s"], report["finished"] = clock.elapsed(), len(report["parts"]) == len(PARTS)
             write_report(args.out, report)
@@ -764,6 +775,8 @@ def main(argv: list[str] | None = None) -> None:
             print("\n" + text, flush=True)
             with contextlib.suppress(OSError):
                 print(f"wrote {args.out / 'gpu_check.json'}, gpu_check.txt, gpu_check.log", flush=True)
+    if stopped is not None:
+        sys.exit(128 + stopped.signum)
 
 
 if __name__ == "__main__":

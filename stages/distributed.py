@@ -10,12 +10,16 @@ floating-point reduction order (and per-rank BatchNorm statistics).
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
+import subprocess
 import sys
 
 import torch
 import torch.distributed as torch_dist
+
+from .common import Interrupted
 
 ENV_NPROC, ENV_NNODES, ENV_RDZV = "CIFAR_NPROC", "CIFAR_NNODES", "CIFAR_RDZV_ENDPOINT"
 
@@ -42,14 +46,15 @@ def _env_int(name: str, env: dict) -> int:
 
 
 def launch_command(module: str, argv: list[str], env: dict | None = None) -> list[str] | None:
-    """The torchrun command that re-runs `python -m module argv` in several processes, or None for one."""
+    """The torchrun command (torchrun's own main, through `torchrun` below) that re-runs `python -m module argv`
+    in several processes, or None for one."""
     env = os.environ if env is None else env
     if "LOCAL_RANK" in env:  # already a torchrun worker
         return None
     nproc, nnodes = _env_int(ENV_NPROC, env), _env_int(ENV_NNODES, env)
     if nproc * nnodes == 1:
         return None
-    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", f"--nnodes={nnodes}"]
+    cmd = [sys.executable, "-m", "stages.distributed", f"--nproc_per_node={nproc}", f"--nnodes={nnodes}"]
     if nnodes > 1:
         if not env.get(ENV_RDZV):
             raise ValueError(f"{ENV_NNODES}={nnodes} needs {ENV_RDZV}=host:port, the same on every node")
@@ -57,6 +62,29 @@ def launch_command(module: str, argv: list[str], env: dict | None = None) -> lis
     else:
         cmd += ["--standalone"]
     return cmd + ["-m", module, *argv]
+
+
+SHUTDOWN_GRACE_S = 1  # for torchrun that got the signal itself (Ctrl-C reaches the whole process group)
+
+
+def run_workers(command: list[str]) -> int:
+    """Run the torchrun command; return its exit code.
+
+    Stopped by SIGINT or SIGTERM, pass the signal on to torchrun (unless it got it too and is already
+    shutting down), which passes it to every worker; wait for them: rank 0 says what it kept, so
+    this process stops without a word of its own.
+    """
+    proc = subprocess.Popen(command)
+    try:
+        return proc.wait()
+    except Interrupted as err:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(SHUTDOWN_GRACE_S)
+        if proc.poll() is None:
+            proc.send_signal(err.signum)
+            proc.wait()
+        err.quiet = True
+        raise
 
 
 def setup(device: torch.device) -> tuple[Dist, torch.device]:
@@ -86,3 +114,29 @@ def all_max(tensor: torch.Tensor, dist: Dist) -> torch.Tensor:
     if dist.world > 1:
         torch_dist.all_reduce(tensor, op=torch_dist.ReduceOp.MAX)
     return tensor
+
+
+# What torchrun logs when it passes a stop signal on to its workers; rank 0 says it in one line instead.
+TORCHRUN_STOP_MESSAGES = ("Received %s death signal", "Sending process %s closing signal")
+
+
+def torchrun(argv: list[str]) -> int:
+    """torch.distributed.run's main, stopped by SIGINT or SIGTERM without its traceback and warnings."""
+    import logging
+
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.run import main
+
+    quiet = logging.Filter()
+    quiet.filter = lambda record: not str(record.msg).startswith(TORCHRUN_STOP_MESSAGES)
+    for name in ("torch.distributed.elastic.agent.server.api", "torch.distributed.elastic.multiprocessing.api"):
+        logging.getLogger(name).addFilter(quiet)
+    try:
+        main(argv)
+    except SignalException as err:
+        return 128 + int(err.sigval)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(torchrun(sys.argv[1:]))

@@ -36,6 +36,7 @@ log = logging.getLogger("stages")
 # Said with every failed download; the docs page must keep this section name (a test checks both).
 OFFLINE_HINT = ("Offline? Get cifar-10-python.tar.gz by other means, then set data.url to its path and data.md5 "
                 "to its md5: docs/data.md, section \"Offline, or from a mirror\"")
+OFFICIAL_ARCHIVE_BYTES = 170_498_071  # cifar-10-python.tar.gz, for the room a remote download needs
 SOCKET_TIMEOUT_S = 60  # a silent server fails the stage instead of hanging it
 
 
@@ -120,6 +121,14 @@ def extract(archive: Path, dest_dir: Path, url: str) -> Path:
     return batches
 
 
+def room_needed(url: str) -> int:
+    """Bytes the download needs at its peak: the archive and its extracted files (about 1.1 times the
+    gzipped archive), side by side until the archive is removed."""
+    source = local_source(url)
+    size = source.stat().st_size if source is not None and source.is_file() else OFFICIAL_ARCHIVE_BYTES
+    return int(size * 2.1)
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--params", default="params.yaml")
@@ -127,7 +136,7 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     data = load_params(args.params).data
 
-    with atomic_path(args.out) as staged:
+    with atomic_path(args.out, "the archive and its extracted batch files", room_needed(data.url)) as staged:
         archive = fetch(data.url, staged.parent)
         verify_md5(archive, data.md5, data.url)
         log.info("md5 %s verified; extracting", data.md5)

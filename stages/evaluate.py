@@ -23,8 +23,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont
 
-from .common import (StageError, atomic_path, check_normalization, choose_device, require_file, run_stage,
-                     write_json)
+from .common import (StageError, atomic_path, check_normalization, choose_device, load_prepared,
+                     out_of_memory_hint, require_file, run_stage, signals_deferred, write_json)
 from .flops import inference_flops
 from .models import load_model, predict_logits
 from .params import load_params
@@ -163,14 +163,15 @@ def main(argv: list[str] | None = None) -> None:
     device = choose_device(p.device)
     with open(require_file(args.model_meta, "model metadata"), encoding="utf-8") as f:
         meta = json.load(f)
-    test = torch.load(require_file(args.prepared / "test.pt", "prepared split"), weights_only=True)
+    test = load_prepared(args.prepared / "test.pt")
     check_normalization(test, params.prepare, args.prepared / "test.pt")
     if test["classes"] != meta["classes"]:
         raise StageError(f"{args.model_meta}: model classes {meta['classes']} differ from "
                          f"{args.prepared / 'test.pt'} classes {test['classes']}")
     model = load_model(args.model, meta, device)
     images = test["images"].to(device)
-    logits = tta_logits(model, images, p.batch_size, p.tta).cpu()
+    with out_of_memory_hint(f"scoring {len(images)} test images on {device}", p.batch_size, "evaluate.batch_size"):
+        logits = tta_logits(model, images, p.batch_size, p.tta).cpu()
     views = len(tta_views(images[:1], p.tta))
     metrics = {**test_metrics(logits, test["labels"], test["classes"]), "tta_views": views,
                "eval_flops": inference_flops(model, images[:2], views * len(images))}
@@ -185,17 +186,18 @@ def main(argv: list[str] | None = None) -> None:
 
     classes = pd.Series(test["classes"])
     actual, predicted = classes[test["labels"].numpy()].tolist(), classes[logits.argmax(1).numpy()].tolist()
-    with atomic_path(args.confusion) as tmp:
-        pd.DataFrame({"actual": actual, "predicted": predicted}).to_csv(tmp, index=False)
-    with atomic_path(args.per_class) as tmp:
-        per_class_table(metrics, test["classes"]).to_csv(tmp, index=False)
-    picks = grid_indices(test["labels"], len(test["classes"]), GRID_PER_CLASS)
-    std, mean = (torch.tensor(meta[k]).view(3, 1, 1) for k in ("std", "mean"))
-    shown = test["images"][picks] * std + mean  # back to 0..1 pixels
-    with atomic_path(args.grid) as tmp:
-        prediction_grid(shown, [actual[i] for i in picks], [predicted[i] for i in picks],
-                        columns=GRID_PER_CLASS).save(tmp, format="PNG")
-    write_json(args.metrics, metrics)
+    with signals_deferred():  # a stop signal waits until all four are written: the set stays consistent
+        with atomic_path(args.confusion) as tmp:
+            pd.DataFrame({"actual": actual, "predicted": predicted}).to_csv(tmp, index=False)
+        with atomic_path(args.per_class) as tmp:
+            per_class_table(metrics, test["classes"]).to_csv(tmp, index=False)
+        picks = grid_indices(test["labels"], len(test["classes"]), GRID_PER_CLASS)
+        std, mean = (torch.tensor(meta[k]).view(3, 1, 1) for k in ("std", "mean"))
+        shown = test["images"][picks] * std + mean  # back to 0..1 pixels
+        with atomic_path(args.grid) as tmp:
+            prediction_grid(shown, [actual[i] for i in picks], [predicted[i] for i in picks],
+                            columns=GRID_PER_CLASS).save(tmp, format="PNG")
+        write_json(args.metrics, metrics)
     log.info("wrote %s, %s, %s, %s", args.metrics, args.confusion, args.per_class, args.grid)
 
 

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from .cifar import IMAGE_SHAPE, META_FILE, TEST_FILE, TRAIN_FILES, describe_data, differing_files
-from .common import StageError, atomic_path, run_stage
+from .common import StageError, atomic_path, run_stage, torch_save
 from .params import channel_stats, load_params
 
 log = logging.getLogger("stages")
@@ -152,11 +152,11 @@ def main(argv: list[str] | None = None) -> None:
 
     splits = {"train": (train_x[train_idx], train_y[train_idx]), "val": (train_x[val_idx], train_y[val_idx]),
               "test": (test_x, test_y)}
-    with atomic_path(args.out) as staged:
+    needs = sum(x.size * 4 + y.size * 8 for x, y in splits.values())  # float32 images, int64 labels
+    with atomic_path(args.out, "the prepared tensors", needs) as staged:
         staged.mkdir()
         for name, (x, y) in splits.items():
-            torch.save(split_record(normalize(x, mean, std), y, classes, mean, std, differing),
-                       staged / f"{name}.pt")
+            torch_save(split_record(normalize(x, mean, std), y, classes, mean, std, differing), staged / f"{name}.pt")
             log.info("%s: %d images", name, len(y))
     log.info("wrote %s", args.out)
 

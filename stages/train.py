@@ -21,7 +21,6 @@ import hashlib
 import logging
 import math
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -29,8 +28,9 @@ import torch
 import yaml
 from torch.nn.parallel import DistributedDataParallel
 
-from .common import StageError, atomic_path, check_normalization, choose_device, require_file, run_stage, write_json
-from .distributed import Dist, launch_command, setup, teardown
+from .common import (StageError, check_normalization, choose_device, load_prepared, run_stage, save_tensors,
+                     write_json)
+from .distributed import Dist, launch_command, run_workers, setup, teardown
 from .flops import training_flops
 from .models import Airbench, build_model
 from .params import Params, TrainParams, load_params
@@ -44,7 +44,7 @@ log = logging.getLogger("stages")
 
 def load_split(path: Path, device: torch.device) -> dict:
     """A prepared split with images and labels moved to `device` once."""
-    split = torch.load(require_file(path, "prepared split"), weights_only=True)
+    split = load_prepared(path)
     split["images"] = split["images"].to(device)
     split["labels"] = split["labels"].to(device)
     return split
@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> None:
         raise StageError(str(err)) from None
     if command:
         log.info("launching %s", " ".join(command))
-        if subprocess.run(command).returncode:
+        if run_workers(command):
             raise StageError("a training process failed; see its messages above")
         return
     dist, device = setup(device)
@@ -145,8 +145,7 @@ def train_on(args: argparse.Namespace, params: Params, device: torch.device, dis
         return
 
     final_model = trainer.final
-    with atomic_path(args.model) as tmp:
-        torch.save({k: v.detach().cpu() for k, v in final_model.state_dict().items()}, tmp)
+    save_tensors({k: v.detach().cpu() for k, v in final_model.state_dict().items()}, args.model, "the model weights")
     write_json(args.model_meta, {"model": p.model.name, "width": p.model.width, "num_classes": len(train["classes"]),
                                  "classes": train["classes"], "mean": train["mean"], "std": train["std"],
                                  "train_params": dataclasses.asdict(p)})

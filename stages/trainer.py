@@ -8,12 +8,15 @@ per-sample transforms does, minus the per-sample Python work.
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import logging
 import math
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -23,12 +26,13 @@ from torch.optim.swa_utils import AveragedModel
 
 from .augment import augment, flip_mask
 from .averaging import Lookahead, make_ema
-from .common import StageError, atomic_path, progress
+from .common import (Interrupted, StageError, first_line, out_of_memory_hint, progress, save_tensors,
+                     signals_deferred)
 from .distributed import SINGLE, Dist, all_max, all_sum
 from .fused import fuse_sgd, why_not_fused
 from .models import Airbench, predict_logits
 from .optimizers import make_optimizers, set_lr
-from .params import TrainParams
+from .params import OptimParams, TrainParams
 from .schedules import lr_factor
 
 log = logging.getLogger("stages")
@@ -232,74 +236,96 @@ def fit(t: Trainer, train: dict, val: dict, p: TrainParams, checkpoint: Path | N
     """
     o = p.optim
     generator = torch.Generator().manual_seed(p.numerics.seed)
-    history = resume(checkpoint, identity, t, generator, o.epochs) if checkpoint else []
-    if history and on_epoch:
-        on_epoch(history)
     steps = math.ceil(len(train["labels"]) / o.batch_size)
-    for epoch in range(len(history) + 1, o.epochs + 1):
-        start = time.perf_counter()
-        try:
-            loss, acc = train_epoch(t, train["images"], train["labels"], o.batch_size, generator, epoch,
-                                    (epoch - 1) * steps, desc=f"epoch {epoch}/{o.epochs}", dist=dist)
-        except NonFiniteLoss as err:
-            step = (epoch - 1) * steps + err.step
-            group = t.optimizers[0].param_groups[0]
-            lr = group.get("peak_lr", group["lr"]) * (t.lr_at(step) if t.lr_at else 1.0)
-            raise StageError(f"{err} of epoch {epoch} (lr {lr:.4g}); no model written. Lower train.optim.lr, "
-                             "add train.optim.warmup, or check the data") from None
-        if dist.world > 1:
-            sync_buffers(t, dist)
-        if epoch == o.epochs and t.lookahead is not None:
-            t.lookahead.finish()
-        if train["images"].device.type == "cuda":
-            torch.cuda.synchronize(train["images"].device)
-        seconds = time.perf_counter() - start
-        row = {"epoch": epoch, "train_loss": loss, "train_accuracy": acc, "seconds": seconds,
-               "images_per_second": len(train["labels"]) / seconds,
-               "lr": t.optimizers[0].param_groups[0]["lr"]}
-        line = f"epoch {epoch}/{o.epochs} loss {loss:.4f} acc {acc:.2%}"
-        row["val_loss"] = row["val_accuracy"] = None  # empty in the CSV: the plots keep their columns
-        if len(val["labels"]):
-            row["val_loss"], row["val_accuracy"] = score(t.final, val["images"], val["labels"], 1000)
-            line += f" val_loss {row['val_loss']:.4f} val_acc {row['val_accuracy']:.2%}"
-        log.info("%s %.1fs %.0f img/s", line, seconds, row["images_per_second"])
-        history.append(row)
-        if checkpoint and dist.is_main:
-            save_checkpoint(checkpoint, identity, t, generator, history)
-        if on_epoch:
-            on_epoch(history)
+    # Optimizer steps an epoch takes: with several ranks, a last batch too small to share is skipped.
+    done_per_epoch = sum(min(o.batch_size, len(train["labels"]) - s) >= dist.world
+                         for s in range(0, len(train["labels"]), o.batch_size))
+    history = resume(checkpoint, identity, t, generator, o.epochs, done_per_epoch) if checkpoint else []
+    saved, epoch = len(history), len(history)
+    try:
+        if history and on_epoch:
+            with signals_deferred():
+                on_epoch(history)
+        for epoch in range(len(history) + 1, o.epochs + 1):
+            history.append(run_epoch(t, train, val, o, generator, epoch, steps, dist))
+            if checkpoint and dist.is_main:
+                try:
+                    save_checkpoint(checkpoint, identity, t, generator, history)
+                except Interrupted as err:
+                    saved = epoch if err.after_done else saved  # held back until the checkpoint was written
+                    raise
+                saved = epoch
+            if on_epoch:
+                # DVCLive, stopped halfway through a step, can hang at its end (its Studio queue waits
+                # for a worker that never started): a stop signal waits until the records are written.
+                with signals_deferred():
+                    on_epoch(history)
+    except Interrupted as err:
+        where = f"after epoch {epoch}/{o.epochs}" if saved >= epoch else f"in epoch {epoch}/{o.epochs}"
+        err.note(during=where, kept=kept_note(checkpoint, saved, o.epochs))
+        raise
     return history
 
 
-def save_checkpoint(path: Path, identity: dict | None, t: Trainer, generator: torch.Generator,
-                    history: list[dict]) -> None:
-    state = {"identity": identity, "history": history, "generator": generator.get_state(),
-             "model": t.weights.state_dict(), "optimizers": [o.state_dict() for o in t.optimizers],
-             "ema": t.ema.state_dict() if t.ema else None,
-             "lookahead": t.lookahead.state_dict() if t.lookahead else None}
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+def kept_note(checkpoint: Path | None, saved: int, epochs: int) -> str:
+    """What an interrupted run leaves to resume from, for run_stage's one line."""
+    if checkpoint is None:
+        return "nothing kept: no --checkpoint was given"
+    if not saved:
+        return f"no epoch had finished, nothing kept; {checkpoint} is left as it was"
+    if saved == epochs:
+        return f"all {epochs} epochs had finished but no output was written: the next run trains from the start"
+    return f"kept {checkpoint} (epoch {saved} of {epochs} done): the next run resumes after epoch {saved}"
 
 
-def resume(path: Path, identity: dict | None, t: Trainer, generator: torch.Generator, epochs: int) -> list[dict]:
-    """Load a checkpoint of an unfinished run (fewer than `epochs` epochs) made with the same identity
-    into t and generator; return its history."""
-    if not path.is_file():
-        return []
+def run_epoch(t: Trainer, train: dict, val: dict, o: OptimParams, generator: torch.Generator, epoch: int,
+              steps: int, dist: Dist) -> dict:
+    """Train epoch `epoch` (1-based), validate, log one line; return its history row."""
+    start = time.perf_counter()
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - a damaged checkpoint is reported and ignored, never trusted
-        log.warning("%s: unreadable checkpoint ignored (%s: %s); training from the start", path,
-                    type(err).__name__, err)
-        return []
-    if state.get("identity") != identity:
-        log.info("%s: checkpoint of other params or data ignored; training from the start", path)
-        return []
-    if len(state["history"]) >= epochs:
-        # Left by a run killed between writing its outputs and removing the checkpoint:
-        # a new (or forced) run trains afresh rather than rewriting the old result.
-        log.info("%s: checkpoint of a finished run ignored; training from the start", path)
-        return []
+        with out_of_memory_hint(f"in epoch {epoch} on {train['images'].device}", o.batch_size,
+                                "train.optim.batch_size"):
+            loss, acc = train_epoch(t, train["images"], train["labels"], o.batch_size, generator, epoch,
+                                    (epoch - 1) * steps, desc=f"epoch {epoch}/{o.epochs}", dist=dist)
+    except NonFiniteLoss as err:
+        step = (epoch - 1) * steps + err.step
+        group = t.optimizers[0].param_groups[0]
+        lr = group.get("peak_lr", group["lr"]) * (t.lr_at(step) if t.lr_at else 1.0)
+        raise StageError(f"{err} of epoch {epoch} (lr {lr:.4g}); no model written. Lower train.optim.lr, "
+                         "add train.optim.warmup, or check the data") from None
+    if dist.world > 1:
+        sync_buffers(t, dist)
+    if epoch == o.epochs and t.lookahead is not None:
+        t.lookahead.finish()
+    if train["images"].device.type == "cuda":
+        torch.cuda.synchronize(train["images"].device)
+    seconds = time.perf_counter() - start
+    row = {"epoch": epoch, "train_loss": loss, "train_accuracy": acc, "seconds": seconds,
+           "images_per_second": len(train["labels"]) / seconds,
+           "lr": t.optimizers[0].param_groups[0]["lr"]}
+    line = f"epoch {epoch}/{o.epochs} loss {loss:.4f} acc {acc:.2%}"
+    row["val_loss"] = row["val_accuracy"] = None  # empty in the CSV: the plots keep their columns
+    if len(val["labels"]):
+        row["val_loss"], row["val_accuracy"] = score(t.final, val["images"], val["labels"], 1000)
+        line += f" val_loss {row['val_loss']:.4f} val_acc {row['val_accuracy']:.2%}"
+    log.info("%s %.1fs %.0f img/s", line, seconds, row["images_per_second"])
+    return row
+
+
+HISTORY_KEYS = {"epoch", "train_loss", "train_accuracy", "seconds", "images_per_second", "lr", "val_loss",
+                "val_accuracy"}  # the keys of run_epoch's rows
+STATE_KEYS = {"identity", "history", "generator", "model", "optimizers", "ema", "lookahead"}
+
+
+def training_state(t: Trainer, generator: torch.Generator, identity: dict | None, history: list[dict]) -> dict:
+    """What a checkpoint holds: everything that the next epoch's result depends on."""
+    return {"identity": identity, "history": history, "generator": generator.get_state(),
+            "model": t.weights.state_dict(), "optimizers": [o.state_dict() for o in t.optimizers],
+            "ema": t.ema.state_dict() if t.ema else None,
+            "lookahead": t.lookahead.state_dict() if t.lookahead else None}
+
+
+def apply_state(t: Trainer, generator: torch.Generator, state: dict) -> None:
     t.weights.load_state_dict(state["model"])
     for optimizer, saved in zip(t.optimizers, state["optimizers"]):
         optimizer.load_state_dict(saved)
@@ -308,5 +334,153 @@ def resume(path: Path, identity: dict | None, t: Trainer, generator: torch.Gener
     if t.lookahead:
         t.lookahead.load_state_dict(state["lookahead"])
     generator.set_state(state["generator"])
-    log.info("%s: resuming after epoch %d", path, len(state["history"]))
-    return state["history"]
+
+
+def save_checkpoint(path: Path, identity: dict | None, t: Trainer, generator: torch.Generator,
+                    history: list[dict]) -> None:
+    save_tensors(training_state(t, generator, identity, history), path,
+                 f"the training checkpoint after epoch {len(history)}")
+
+
+def resume(path: Path, identity: dict | None, t: Trainer, generator: torch.Generator, epochs: int,
+           steps_per_epoch: int | None = None) -> list[dict]:
+    """Load a checkpoint of an unfinished run (fewer than `epochs` epochs) made with the same identity
+    into t and generator; return its history.
+
+    A checkpoint that cannot be read, or that reads but does not fit this run (keys, shapes, types,
+    a history its step counters do not match), is set aside as `<name>.bad` with one warning, and
+    training starts from scratch: it is never applied in part.
+    """
+    if not path.is_file():
+        return []
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - a damaged checkpoint is reported and set aside, never trusted
+        return set_aside(path, f"unreadable checkpoint ({first_line(err)})")
+    if not isinstance(state, dict) or set(state) != STATE_KEYS:
+        found = sorted(state) if isinstance(state, dict) else type(state).__name__
+        return set_aside(path, f"not a checkpoint of this code: holds {found}, expected {sorted(STATE_KEYS)}")
+    if state["identity"] != identity:
+        log.info("%s: checkpoint of other params or data ignored; training from the start", path)
+        return []
+    history = state["history"]
+    if isinstance(history, list) and len(history) >= epochs:
+        # Left by a run killed between writing its outputs and removing the checkpoint:
+        # a new (or forced) run trains afresh rather than rewriting the old result.
+        log.info("%s: checkpoint of a finished run ignored; training from the start", path)
+        return []
+    pristine = copy.deepcopy(training_state(t, generator, identity, []))
+    problem = (history_problem(history) or structure_problem(state, pristine, t)
+               or counter_problem(state, len(history) * steps_per_epoch if steps_per_epoch else None))
+    if problem is None:
+        try:
+            apply_state(t, generator, state)
+        except Exception as err:  # noqa: BLE001 - whatever the checks above missed: undo, never half-applied
+            apply_state(t, generator, pristine)
+            problem = f"it does not load: {first_line(err)}"
+    if problem is not None:
+        return set_aside(path, f"checkpoint that does not fit this run ({problem})")
+    log.info("%s: resuming after epoch %d", path, len(history))
+    return history
+
+
+def set_aside(path: Path, what: str) -> list[dict]:
+    """Rename a checkpoint that must not be resumed to <name>.bad (replacing an older one), warn once."""
+    bad = path.with_name(path.name + ".bad")
+    os.replace(path, bad)
+    log.warning("%s: %s; set aside as %s, training from the start", path, what, bad.name)
+    return []
+
+
+def history_problem(history: Any) -> str | None:
+    if not isinstance(history, list):
+        return f"history is a {type(history).__name__}, not a list"
+    for i, row in enumerate(history):
+        if not isinstance(row, dict) or set(row) != HISTORY_KEYS:
+            return f"history row {i + 1} is not an epoch record"
+        if row["epoch"] != i + 1:
+            return f"history row {i + 1} is for epoch {row['epoch']!r}"
+    return None
+
+
+def structure_problem(state: dict, live: dict, t: Trainer) -> str | None:
+    """Where a checkpoint differs from this run's own state `live` (training_state) in keys, lengths,
+    tensor shapes and dtypes, or types. Optimizer state, empty before the first step, is checked
+    against the parameters' shapes instead."""
+    for key in ("generator", "model", "ema", "lookahead"):
+        if problem := shape_problem(state[key], live[key], key):
+            return problem
+    saved = state["optimizers"]
+    if not isinstance(saved, list) or len(saved) != len(live["optimizers"]):
+        return f"optimizers is not a list of {len(live['optimizers'])}"
+    for i, (entry, own) in enumerate(zip(saved, live["optimizers"])):
+        where = f"optimizers[{i}]"
+        if not isinstance(entry, dict) or set(entry) != set(own):
+            return f"{where} is not an optimizer state_dict"
+        params = [p for group in t.optimizers[i].param_groups for p in group["params"]]
+        if problem := (shape_problem(entry["param_groups"], own["param_groups"], f"{where} param_groups")
+                       or optimizer_state_problem(entry["state"], params, f"{where} state")):
+            return problem
+    return None
+
+
+def shape_problem(saved: Any, live: Any, where: str) -> str | None:
+    """The first place where `saved` differs from `live` in structure: dict keys, list lengths, tensor
+    shapes and dtypes, value types."""
+    if isinstance(live, torch.Tensor):
+        if not isinstance(saved, torch.Tensor):
+            return f"{where} is a {type(saved).__name__}, not a tensor"
+        if saved.shape != live.shape or saved.dtype != live.dtype:
+            return f"{where} is {tuple(saved.shape)} {saved.dtype}, this run's {tuple(live.shape)} {live.dtype}"
+        return None
+    if isinstance(live, dict):
+        if not isinstance(saved, dict):
+            return f"{where} is a {type(saved).__name__}, not a dict"
+        missing, extra = [str(k) for k in live if k not in saved], [str(k) for k in saved if k not in live]
+        if missing or extra:
+            return f"{where} lacks {missing[:3]}" if missing else f"{where} has unexpected {extra[:3]}"
+        return next(filter(None, (shape_problem(saved[k], v, f"{where}[{k!r}]") for k, v in live.items())), None)
+    if isinstance(live, (list, tuple)):
+        if not isinstance(saved, (list, tuple)) or len(saved) != len(live):
+            return f"{where} is not a list of {len(live)}"
+        return next(filter(None, (shape_problem(s, v, f"{where}[{i}]")
+                                  for i, (s, v) in enumerate(zip(saved, live)))), None)
+    if isinstance(live, (int, float)) and not isinstance(live, bool):
+        ok = isinstance(saved, (int, float)) and not isinstance(saved, bool)
+        return None if ok else f"{where} is {saved!r:.40}, expected a number"
+    return None if type(saved) is type(live) else f"{where} is {saved!r:.40}, expected a {type(live).__name__}"
+
+
+def optimizer_state_problem(state: Any, params: list[torch.Tensor], where: str) -> str | None:
+    """Per-parameter optimizer state: each tensor the parameter's shape, or a scalar (a step count)."""
+    if not isinstance(state, dict):
+        return f"{where} is a {type(state).__name__}, not a dict"
+    for key, entry in state.items():
+        if not isinstance(key, int) or not 0 <= key < len(params) or not isinstance(entry, dict):
+            return f"{where} has an entry {key!r} for no parameter"
+        for name, value in entry.items():
+            if isinstance(value, torch.Tensor):
+                if value.dim() and value.shape != params[key].shape:
+                    return f"{where}[{key}][{name!r}] is {tuple(value.shape)}, its parameter {tuple(params[key].shape)}"
+            elif value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+                return f"{where}[{key}][{name!r}] is a {type(value).__name__}"
+    return None
+
+
+def counter_problem(state: dict, steps: int | None) -> str | None:
+    """A history longer or shorter than the training it records: the EMA's and Adam's step counters
+    (where the run has them) must count the optimizer steps of the history's epochs."""
+    if steps is None:
+        return None
+    counters = {}
+    if state["ema"] is not None:
+        counters["the EMA"] = int(state["ema"]["n_averaged"])
+    adam_steps = [float(entry["step"]) for saved in state["optimizers"] for entry in saved["state"].values()
+                  if isinstance(entry.get("step"), (torch.Tensor, int, float))]
+    if adam_steps:
+        counters["the optimizer"] = int(max(adam_steps))
+    for name, count in counters.items():
+        if count != steps:
+            epochs = len(state["history"])
+            return f"its history records {epochs} epoch(s) ({steps} steps), {name} counted {count} steps"
+    return None

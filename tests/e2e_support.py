@@ -87,21 +87,25 @@ def copy_project(src: Path, dst: Path) -> Path:
     return dst
 
 
-# dvc-task's record of the queue's first worker: {"pid": ..., "returncode": null until it exits, ...}
-QUEUE_WORKER = ".dvc/tmp/exps/celery/dvc-exp-worker-1.json"
+# dvc-task's record of a queue worker (numbered from 1): {"pid": ..., "returncode": null until it exits, ...}
+QUEUE_WORKER = ".dvc/tmp/exps/celery/dvc-exp-worker-{}.json"
 
 
-def worker_exited(project: Path, since: float) -> bool:
-    """Whether the queue worker started after `since` (time.time()) has exited."""
-    record = project / QUEUE_WORKER
-    with contextlib.suppress(OSError, ValueError):
-        if record.stat().st_mtime >= since:
-            return json.loads(record.read_text()).get("returncode") is not None
-    return False
+def worker_exited(project: Path, since: float, jobs: int = 1) -> bool:
+    """Whether the queue workers started after `since` (time.time()) have all exited."""
+    for number in range(1, jobs + 1):
+        record = project / QUEUE_WORKER.format(number)
+        try:
+            if record.stat().st_mtime < since or json.loads(record.read_text()).get("returncode") is None:
+                return False
+        except (OSError, ValueError):
+            return False
+    return True
 
 
-def run_queue(project: Path, attempts: int = 3, grace: float = 60, limit: float = 1800) -> str:
-    """`dvc exp run --run-all -j 1`, run again when its queue worker dies with experiments left.
+def run_queue(project: Path, attempts: int = 3, grace: float = 60, limit: float = 1800, jobs: int = 1) -> str:
+    """`dvc exp run --run-all -j <jobs>` (`dvc queue start -j <jobs>`, then following the logs), run again
+    when its queue workers die with experiments left.
 
     DVC's worker can stop on a half-written message of its file-system broker ("Unrecoverable
     error: JSONDecodeError" in its log; treeverse/dvc#10398, #10428; seen here on a busy machine)
@@ -113,12 +117,12 @@ def run_queue(project: Path, attempts: int = 3, grace: float = 60, limit: float 
     for _ in range(attempts):
         started = time.time()
         with tempfile.TemporaryFile("w+") as log:
-            proc = subprocess.Popen(["dvc", "exp", "run", "--run-all", "-j", "1"], cwd=project, env=ENV,
+            proc = subprocess.Popen(["dvc", "exp", "run", "--run-all", "-j", str(jobs)], cwd=project, env=ENV,
                                     stdout=log, stderr=subprocess.STDOUT, text=True, start_new_session=True)
             exited = None  # when the worker was first seen to have exited
             while proc.poll() is None:
                 time.sleep(1)
-                if exited is None and worker_exited(project, started):
+                if exited is None and worker_exited(project, started, jobs):
                     exited = time.monotonic()
                 if (exited is not None and time.monotonic() - exited > grace) or time.time() - started > limit:
                     with contextlib.suppress(ProcessLookupError):

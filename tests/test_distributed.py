@@ -20,7 +20,7 @@ def test_one_process_needs_no_launch():
 
 def test_processes_per_node_launch_standalone_torchrun():
     cmd = launch_command("stages.train", ["--params", "p.yaml"], env={"CIFAR_NPROC": "2"})
-    assert cmd == [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--nnodes=1",
+    assert cmd == [sys.executable, "-m", "stages.distributed", "--nproc_per_node=2", "--nnodes=1",
                    "--standalone", "-m", "stages.train", "--params", "p.yaml"]
 
 
@@ -56,7 +56,7 @@ def run_stage(tmp_path, prepared, nproc):
 def test_two_gloo_processes_train_the_same_model_as_one(tmp_path, prepared):
     one, _ = run_stage(tmp_path, prepared, 1)
     two, log = run_stage(tmp_path, prepared, 2)
-    assert "torch.distributed.run --nproc_per_node=2" in log
+    assert "stages.distributed --nproc_per_node=2" in log
     assert log.count("epoch 2/2") == 1  # only rank 0 logs epochs
     a, b = (torch.load(d / "model.pth", weights_only=True) for d in (one, two))
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)  # same global batches, averaged gradients

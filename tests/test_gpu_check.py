@@ -8,9 +8,11 @@ import json
 import math
 import os
 import re
+import signal
 import subprocess
 import sys
 import tarfile
+import time
 import zipfile
 from pathlib import Path
 
@@ -133,6 +135,29 @@ def test_time_guard_skips_what_does_not_fit_and_still_writes_the_report(tmp_path
     assert report["finished"] and list(report["parts"]) == list(PARTS)
     assert all(p["status"] == "skipped" and p["reason"].startswith("time guard") for p in report["parts"].values())
     assert "skipped" in text
+
+
+def test_sigterm_writes_the_table_and_json_of_the_parts_finished_and_exits_143(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "OUT"}
+    proc = subprocess.Popen([sys.executable, str(SCRIPT), "--smoke", "--out", str(tmp_path), "--budget-s", "3600"],
+                            cwd=PROJECT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    report = tmp_path / "gpu_check.json"
+    deadline = time.monotonic() + 600
+    while proc.poll() is None and time.monotonic() < deadline and not (
+            report.is_file() and "mirror" in json.loads(report.read_text())["parts"]):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)  # as the device's time limit does, with fast_gpu running
+    output = proc.communicate(timeout=120)[0]
+    assert proc.returncode == 143, output[-3000:]
+    report = json.loads(report.read_text())
+    assert list(report["parts"]) == ["mirror", "fast_gpu"] and not report["finished"]
+    assert report["parts"]["mirror"]["status"] == "ok" and report["stopped_by"] == "SIGTERM"
+    stopped = report["parts"]["fast_gpu"]
+    assert stopped["status"] == "stopped" and stopped["reason"].startswith("stopped by SIGTERM")
+    lines = (tmp_path / "gpu_check.txt").read_text().splitlines()
+    assert any(line.split()[:3] == ["mirror", "(part)", "ok"] for line in lines)
+    assert any(line.split()[:3] == ["fast_gpu", "(part)", "stopped"] for line in lines)
+    assert "Traceback" not in output
 
 
 def test_only_runs_the_parts_asked_for(tmp_path):

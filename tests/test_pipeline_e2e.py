@@ -259,3 +259,44 @@ def test_push_to_a_local_remote_then_fresh_clone_and_pull_is_up_to_date(ran_proj
     assert "up to date" in sh(clone, "dvc", "status")
     out = sh(clone, "dvc", "repro")
     assert ran(out) == set() and "Data and pipelines are up to date" in out
+
+
+def experiments(project) -> dict[float, dict]:
+    """`dvc exp show --json`'s experiments by their train.optim.lr: their metrics files, as parsed."""
+    shown = json.loads(sh(project, "dvc", "exp", "show", "--json"))
+    runs = [exp["revs"][0]["data"] for row in shown for exp in (row.get("experiments") or [])]
+    return {run["params"]["params.yaml"]["data"]["train"]["optim"]["lr"]:
+            {name: entry["data"] for name, entry in run["metrics"].items()} for run in runs}
+
+
+def workspace_files(project) -> dict[str, int]:
+    """Every file of the workspace outside .git and .dvc, with its modification time (ns)."""
+    return {str(p.relative_to(project)): p.stat().st_mtime_ns for p in project.rglob("*")
+            if p.is_file() and not {".git", ".dvc"} & set(p.relative_to(project).parts)}
+
+
+def without_timing(metrics: dict) -> dict:
+    timing = ("train_seconds", "warmup_seconds", "images_per_second", "seconds")
+    return {path: {k: v for k, v in data.items() if k not in timing} for path, data in metrics.items()}
+
+
+def test_two_queued_experiments_run_at_once_each_match_the_same_experiment_run_alone(first_run, tmp_path):
+    # Two experiments the run cache has not seen, 1 epoch each: one after the other in the workspace...
+    settings = [["-S", f"train.optim.lr={lr}", "-S", "train.optim.epochs=1"] for lr in ("0.002", "0.003")]
+    alone = copy_project(first_run.root, tmp_path / "alone")
+    for overrides in settings:
+        sh(alone, "dvc", "exp", "run", *overrides)
+    # ...and both queued, then run by two workers at once, each in its own copy under .dvc/tmp/exps
+    queued = copy_project(first_run.root, tmp_path / "queued")
+    for overrides in settings:
+        sh(queued, "dvc", "exp", "run", "--queue", *overrides)
+    workspace = workspace_files(queued)
+    run_queue(queued, jobs=2)
+    ran_alone, ran_at_once = experiments(alone), experiments(queued)
+    assert set(ran_at_once) == set(ran_alone) == {0.002, 0.003}
+    for lr, metrics in ran_at_once.items():  # identical, on the CPU: nothing shared between the two
+        assert without_timing(metrics) == without_timing(ran_alone[lr]), lr
+        assert metrics["metrics/live/metrics.json"]["step"] == 1  # each its own DVCLive folder, one epoch once
+        assert metrics["metrics/live/metrics.json"]["train"]["loss"] == metrics["metrics/train.json"]["train_loss"]
+    # The workspace saw neither run: no checkpoint, DVCLive record or temporary file of theirs
+    assert workspace_files(queued) == workspace

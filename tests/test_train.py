@@ -313,13 +313,22 @@ def test_checkpoint_of_other_params_is_never_resumed(tmp_path, prepared, caplog,
     assert all(torch.equal(fresh[k], resumed[k]) for k in fresh)
 
 
-def test_damaged_checkpoint_is_ignored(tmp_path, prepared, caplog):
+def test_unreadable_checkpoint_is_set_aside(tmp_path, prepared, caplog):
     checkpoint = tmp_path / "train.ckpt"
     checkpoint.write_bytes(b"half a file")
     with caplog.at_level("WARNING", logger="stages"):
         run_train(tmp_path / "a", prepared, checkpoint, **{"train.optim.epochs": 1})
-    assert "unreadable checkpoint ignored" in caplog.text
+    assert "train.ckpt: unreadable checkpoint (" in caplog.text
+    assert "set aside as train.ckpt.bad, training from the start" in caplog.text
     assert not checkpoint.exists()  # replaced by good ones while training, removed at the end
+    assert (tmp_path / "train.ckpt.bad").read_bytes() == b"half a file"
+
+
+def count_epochs(monkeypatch) -> list:
+    """A list that gets an item for every epoch trained from now on."""
+    epochs, real_epoch = [], trainer.train_epoch
+    monkeypatch.setattr(trainer, "train_epoch", lambda *a, **k: epochs.append(1) or real_epoch(*a, **k))
+    return epochs
 
 
 def test_a_finished_runs_checkpoint_is_removed_and_never_resumed(tmp_path, prepared, monkeypatch, caplog):
@@ -335,9 +344,7 @@ def test_a_finished_runs_checkpoint_is_removed_and_never_resumed(tmp_path, prepa
     state = torch.load(checkpoint, weights_only=True)
     state["history"].append({**state["history"][-1], "epoch": 3})
     torch.save(state, checkpoint)
-    epochs = []
-    real_epoch = trainer.train_epoch
-    monkeypatch.setattr(trainer, "train_epoch", lambda *a, **k: epochs.append(1) or real_epoch(*a, **k))
+    epochs = count_epochs(monkeypatch)
     with caplog.at_level("INFO", logger="stages"):
         again = weights(run_train(tmp_path / "c", prepared, checkpoint, **RESUMABLE)["model.pth"])
     assert "checkpoint of a finished run ignored" in caplog.text and len(epochs) == 3
