@@ -25,7 +25,8 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--experiments", type=int, default=2)
     args = ap.parse_args(argv)
-    with tempfile.TemporaryDirectory(prefix="queue-parallel-") as tmp:
+    # ignore_cleanup_errors: the queue workers may still be writing their logs as they wind down
+    with tempfile.TemporaryDirectory(prefix="queue-parallel-", ignore_cleanup_errors=True) as tmp:
         root = Path(tmp)
         archive = root / "cifar-10-python.tar.gz"
         md5 = write_archive(archive, official_members(train_per_class=20, test_per_class=5))
