@@ -25,6 +25,7 @@ from .common import (StageError, atomic_path, check_normalization, choose_device
                      write_json)
 from .flops import inference_flops
 from .models import load_model, predict_logits
+from .prepared import load_split
 from .params import load_params
 from .stats import wilson_interval
 
@@ -161,16 +162,17 @@ def main(argv: list[str] | None = None) -> None:
     device = choose_device(p.device)
     with open(require_file(args.model_meta, "model metadata"), encoding="utf-8") as f:
         meta = json.load(f)
-    test = torch.load(require_file(args.prepared / "test.pt", "prepared split"), weights_only=True)
+    test = load_split(args.prepared / "test.pt", device)
     check_normalization(test, params.prepare, args.prepared / "test.pt")
     if test["classes"] != meta["classes"]:
         raise StageError(f"{args.model_meta}: model classes {meta['classes']} differ from "
                          f"{args.prepared / 'test.pt'} classes {test['classes']}")
     model = load_model(args.model, meta, device)
-    images = test["images"].to(device)
+    images = test["images"]
     logits = tta_logits(model, images, p.batch_size, p.tta).cpu()
+    labels = test["labels"].cpu()
     views = len(tta_views(images[:1], p.tta))
-    metrics = {**test_metrics(logits, test["labels"], test["classes"]), "tta_views": views,
+    metrics = {**test_metrics(logits, labels, test["classes"]), "tta_views": views,
                "eval_flops": inference_flops(model, images[:2], views * len(images))}
     log.info("test accuracy %.2f%% (95%% interval %.2f-%.2f) loss %.4f on %d images (tta: %s)",
              100 * metrics["accuracy"], 100 * metrics["accuracy_low"], 100 * metrics["accuracy_high"],
@@ -180,14 +182,14 @@ def main(argv: list[str] | None = None) -> None:
                  100 * metrics["per_class_accuracy_high"][name])
 
     classes = pd.Series(test["classes"])
-    actual, predicted = classes[test["labels"].numpy()].tolist(), classes[logits.argmax(1).numpy()].tolist()
+    actual, predicted = classes[labels.numpy()].tolist(), classes[logits.argmax(1).numpy()].tolist()
     with atomic_path(args.confusion) as tmp:
         pd.DataFrame({"actual": actual, "predicted": predicted}).to_csv(tmp, index=False)
     with atomic_path(args.per_class) as tmp:
         per_class_table(metrics, test["classes"]).to_csv(tmp, index=False)
-    picks = grid_indices(test["labels"], len(test["classes"]), GRID_PER_CLASS)
+    picks = grid_indices(labels, len(test["classes"]), GRID_PER_CLASS)
     std, mean = (torch.tensor(meta[k]).view(3, 1, 1) for k in ("std", "mean"))
-    shown = test["images"][picks] * std + mean  # back to 0..1 pixels
+    shown = images[picks].cpu() * std + mean  # back to 0..1 pixels
     with atomic_path(args.grid) as tmp:
         prediction_grid(shown, [actual[i] for i in picks], [predicted[i] for i in picks],
                         columns=GRID_PER_CLASS).save(tmp, format="PNG")

@@ -26,25 +26,18 @@ from pathlib import Path
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from .common import StageError, atomic_path, check_normalization, choose_device, require_file, run_stage, write_json
+from .common import StageError, atomic_path, check_normalization, choose_device, run_stage, write_json
 from .distributed import Dist, launch_command, setup, teardown
 from .flops import training_flops
 from .models import Airbench, build_model
 from .params import Params, load_params
 from .precision import choose_precision
+from .prepared import load_split
 from .tracking import epoch_log
 from .trainer import fit, make_trainer, warm_up
 from .whitening import init_whitening
 
 log = logging.getLogger("stages")
-
-
-def load_split(path: Path, device: torch.device) -> dict:
-    """A prepared split with images and labels moved to `device` once."""
-    split = torch.load(require_file(path, "prepared split"), weights_only=True)
-    split["images"] = split["images"].to(device)
-    split["labels"] = split["labels"].to(device)
-    return split
 
 
 def file_md5(path: Path) -> str:

@@ -57,7 +57,8 @@ def test_every_path_in_the_command_is_a_dep_or_an_out(name):
 
 def test_stage_params_are_the_sections_it_reads():
     assert {name: stage["params"] for name, stage in SPEC["stages"].items()} == {
-        "download": ["data"], "prepare": ["prepare"], "train": ["train", "recipes"], "evaluate": ["evaluate"]}
+        "download": ["data.source", "data.url", "data.md5"], "prepare": ["prepare", "data.source", "data.labels"],
+        "train": ["train", "recipes"], "evaluate": ["evaluate"]}
 
 
 def test_plots_name_files_the_stages_write_and_their_columns():
