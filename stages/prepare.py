@@ -131,10 +131,11 @@ def channel_mean_std(images: np.ndarray) -> tuple[list[float], list[float]]:
 
 
 def split_record(images: np.ndarray, labels: np.ndarray, classes: list[str],
-                 mean: list[float], std: list[float]) -> dict:
-    """What a split file holds: uint8 pixels, normalized with mean/std where they are used (stages/prepared.py)."""
+                 mean: list[float], std: list[float], resample: str = "bicubic") -> dict:
+    """What a split file holds: uint8 pixels, normalized with mean/std where they are used (stages/prepared.py),
+    and the resize filter, which predict applies to new images as prepare did."""
     return {"images": torch.from_numpy(np.ascontiguousarray(images)), "labels": torch.from_numpy(labels),
-            "classes": classes, "mean": mean, "std": std}
+            "classes": classes, "mean": mean, "std": std, "resample": resample}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -165,7 +166,7 @@ def main(argv: list[str] | None = None) -> None:
     with atomic_path(args.out) as staged:
         staged.mkdir()
         for name, (x, y) in splits.items():
-            torch.save(split_record(x, y, classes, mean, std), staged / f"{name}.pt")
+            torch.save(split_record(x, y, classes, mean, std, p.resample), staged / f"{name}.pt")
             log.info("%s: %d images", name, len(y))
     log.info("wrote %s", args.out)
 

@@ -97,7 +97,11 @@ def train_on(args: argparse.Namespace, params: Params, device: torch.device, dis
     train, val = load_split(args.prepared / "train.pt", device), load_split(args.prepared / "val.pt", device)
     check_normalization(train, params.prepare, args.prepared / "train.pt")
     torch.manual_seed(n.seed)
-    model = build_model(p.model, num_classes=len(train["classes"])).to(device)
+    image_size = train["images"].shape[-1]  # prepare.image_size, as the prepared data holds it
+    try:
+        model = build_model(p.model, num_classes=len(train["classes"]), image_size=image_size).to(device)
+    except ValueError as err:
+        raise StageError(str(err)) from None
     if isinstance(model, Airbench) and p.model.whiten:
         init_whitening(model.whiten, train["images"], p.model.whiten_eps)
     log.info("recipe %s on %d images, device %s, %d process(es): %s", p.recipe, len(train["labels"]), device,
@@ -127,6 +131,7 @@ def train_on(args: argparse.Namespace, params: Params, device: torch.device, dis
         torch.save({k: v.detach().cpu() for k, v in final_model.state_dict().items()}, tmp)
     write_json(args.model_meta, {"model": p.model.name, "width": p.model.width, "num_classes": len(train["classes"]),
                                  "classes": train["classes"], "mean": train["mean"], "std": train["std"],
+                                 "image_size": image_size, "resample": train.get("resample", "bicubic"),
                                  "train_params": dataclasses.asdict(p)})
     total = sum(row["seconds"] for row in history)
     final = {k: v for k, v in history[-1].items()

@@ -173,3 +173,60 @@ def test_cifar100_fine_or_coarse_labels(tmp_path, labels, names):
     batch = prepare.unpickle(tmp_path / "raw/train")  # the extracted official layout
     assert splits["train"]["labels"].tolist() == batch[f"{labels}_labels"]
     assert np.array_equal(splits["train"]["images"].numpy().reshape(-1, 3072), batch["data"])
+
+
+ODD_NAMES = {"St. Bernard": (12, 4), "crème brûlée": (12, 4), "猫": (12, 4)}
+
+
+def stage_args(root) -> dict[str, list[str]]:
+    out = {k: str(root / v) for k, v in {"params": "params.yaml", "prepared": "prepared", "model": "model.pth",
+                                         "meta": "model.json", "metrics": "metrics.json"}.items()}
+    return {"train": ["--params", out["params"], "--prepared", out["prepared"], "--model", out["model"],
+                      "--model-meta", out["meta"], "--metrics", str(root / "train.json"),
+                      "--history", str(root / "log.csv")],
+            "evaluate": ["--params", out["params"], "--prepared", out["prepared"], "--model", out["model"],
+                         "--model-meta", out["meta"], "--metrics", out["metrics"],
+                         "--confusion", str(root / "confusion.csv"), "--per-class", str(root / "per_class.csv"),
+                         "--grid", str(root / "grid.png")]}
+
+
+def test_odd_class_names_at_24_pixels_train_evaluate_and_predict_by_name(tmp_path, capsys):
+    import json
+
+    import pandas as pd
+
+    from stages import evaluate, predict, train
+
+    members = folder_members(ODD_NAMES, size=40)
+    write_folder(tmp_path / "images/odd", members)
+    run(tmp_path, **{"data.url": str(tmp_path / "images/odd"), "prepare.image_size": 24,
+                     "train.model.name": "cnn", "train.optim.epochs": 1, "train.optim.lr": 0.01,
+                     "train.numerics.device": "cpu", "evaluate.device": "cpu"})
+    train.main(stage_args(tmp_path)["train"])
+    evaluate.main(stage_args(tmp_path)["evaluate"])
+    meta = json.loads((tmp_path / "model.json").read_text())
+    assert (meta["classes"], meta["image_size"], meta["num_classes"]) == (sorted(ODD_NAMES), 24, 3)
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert list(metrics["per_class_f1"]) == ["St_Bernard", "crème_brûlée", "猫"]
+    assert set(pd.read_csv(tmp_path / "confusion.csv")["actual"]) == set(ODD_NAMES)  # the names themselves
+    assert pd.read_csv(tmp_path / "per_class.csv")["class"].tolist() == sorted(ODD_NAMES)
+    with Image.open(tmp_path / "grid.png") as grid:
+        assert grid.size == (8 * (96 + 8), 2 * (96 + 30))  # 12 test images, 8 a row
+    Image.fromarray(members["test/猫/0000.png"]).save(tmp_path / "cat.png")
+    capsys.readouterr()
+    predict.main([str(tmp_path / "cat.png"), "--model", str(tmp_path / "model.pth"), "--model-meta",
+                  str(tmp_path / "model.json"), "--top", "3", "--device", "cpu"])
+    line = capsys.readouterr().out
+    assert all(name in line for name in ODD_NAMES)
+
+
+def test_a_model_that_cannot_take_the_size_stops_train_before_training(tmp_path):
+    from stages import train
+
+    write_folder(tmp_path / "images/p", folder_members({"a": (2, 1), "b": (2, 1)}, size=36))
+    run(tmp_path, **{"data.url": str(tmp_path / "images/p"), "prepare.image_size": 36,
+                     "train.recipe": "resnet-cpu", "train.numerics.device": "cpu"})
+    with pytest.raises(StageError, match=r"^train\.model\.name 'resnet' cannot take 36x36 images \(prepare\.image_size "
+                                         r"36\): it needs a multiple of 8 pixels$"):
+        train.main(stage_args(tmp_path)["train"])
+    assert not (tmp_path / "model.pth").exists() and not (tmp_path / "log.csv").exists()
