@@ -88,8 +88,8 @@ def load_image(path: Path, size: int, resample: str) -> np.ndarray:
     return np.asarray(rgb).transpose(2, 0, 1)
 
 
-def decode(files: list[Path], size: int, resample: str, desc: str) -> np.ndarray:
-    """(N, 3, size, size) uint8 images of the files, in order; one error naming every unreadable file."""
+def decode(files: list[Path], size: int, resample: str, desc: str) -> tuple[np.ndarray, list[str]]:
+    """(N, 3, size, size) uint8 images of the files, in order, and a line per file that cannot be read."""
     images = np.empty((len(files), 3, size, size), dtype=np.uint8)
     errors = []
     start = last = time.perf_counter()
@@ -103,10 +103,7 @@ def decode(files: list[Path], size: int, resample: str, desc: str) -> np.ndarray
         if now - last >= PROGRESS_EVERY_S:
             last = now
             log.info("%s: decoded %d of %d images (%.0f/s)", desc, i + 1, len(files), (i + 1) / (now - start))
-    if errors:
-        raise StageError(f"{len(errors)} of {len(files)} {desc} image file(s) cannot be read; fix or remove them:\n  "
-                         + "\n  ".join(errors))
-    return images
+    return images, errors
 
 
 def describe(err: Exception) -> str:
@@ -138,10 +135,15 @@ def read_image_folder(root: Path, size: int, resample: str, test_fraction: float
     listing = list_folder(root)
     log.info("%s: %d classes, %s; %d file(s) outside the class folders skipped", root, len(listing.classes),
              ", ".join(f"{len(f)} {s} images" for s, f in listing.files.items()), listing.skipped)
-    splits = {}
+    splits, errors = {}, []
     for split, files in listing.files.items():
-        images = decode([p for p, _ in files], size, resample, desc=split)
+        images, unreadable = decode([p for p, _ in files], size, resample, desc=split)
         splits[split] = images, np.array([label for _, label in files], dtype=np.int64)
+        errors += unreadable
+    if errors:
+        total = sum(len(files) for files in listing.files.values())
+        raise StageError(f"{len(errors)} of {total} image files cannot be read; fix or remove them:\n  "
+                         + "\n  ".join(errors))
     if "test" not in splits:
         x, y = splits["train"]
         train_idx, test_idx = hold_out(y, listing.classes, test_fraction, test_seed)
