@@ -205,7 +205,8 @@ def test_odd_class_names_at_24_pixels_train_evaluate_and_predict_by_name(tmp_pat
     train.main(stage_args(tmp_path)["train"])
     evaluate.main(stage_args(tmp_path)["evaluate"])
     meta = json.loads((tmp_path / "model.json").read_text())
-    assert (meta["classes"], meta["image_size"], meta["num_classes"]) == (sorted(ODD_NAMES), 24, 3)
+    assert (meta["classes"], meta["image_size"], meta["num_classes"], meta["resample"]) == (
+        sorted(ODD_NAMES), 24, 3, "bicubic")
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert list(metrics["per_class_f1"]) == ["St_Bernard", "crème_brûlée", "猫"]
     assert set(pd.read_csv(tmp_path / "confusion.csv")["actual"]) == set(ODD_NAMES)  # the names themselves

@@ -35,4 +35,5 @@ def test_an_image_folder_runs_through_dvc_and_a_changed_image_reruns_prepare(tmp
     assert "modified:" in sh(root, "dvc", "status", "download")
     out = sh(root, "dvc", "repro", "prepare")
     assert ran(out) == {"download", "prepare"}
+    assert "images/food.dvc" in sh(root, "git", "status", "--short")  # dvc repro recorded the new version
     assert "Data and pipelines are up to date" in sh(root, "dvc", "repro", "prepare")
