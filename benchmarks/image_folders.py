@@ -16,7 +16,6 @@ Exits 1 when any set differs.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import re
 import subprocess
@@ -26,6 +25,7 @@ from pathlib import Path
 
 import torch
 import yaml
+from torchvision.datasets.utils import calculate_md5
 
 ROOT = Path(__file__).resolve().parents[1]
 # ../shared beside the main checkout; a worktree under /work/wt/<name> finds it one level further up
@@ -35,14 +35,6 @@ PAIRS = [  # (image folder archive, cifar10 mirror it was made from, that mirror
     ("cifar10-jpeg.tar.gz", "mirror-jpeg/cifar-10-python.tar.gz", "182e9d6f9f54ceeea150cb85e6c574de"),
     ("cifar10-png.tar.gz", "mirror-official/cifar-10-python.tar.gz", "a0ff850f0d0b1ab0ab85786a28a578ca"),
 ]
-
-
-def md5_of(path: Path) -> str:
-    digest = hashlib.md5()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def stage(name: str, params: Path, *args: str) -> tuple[float, float, str]:
@@ -95,7 +87,7 @@ def main(argv: list[str] | None = None) -> None:
     for folder_archive, mirror, mirror_md5 in PAIRS:
         archive = args.shared / folder_archive
         images, seconds, mb, log = prepare_source(args.work, folder_archive.split(".")[0], source="imagefolder",
-                                                  url=str(archive), md5=md5_of(archive))
+                                                  url=str(archive), md5=calculate_md5(str(archive)))
         reference, ref_seconds, ref_mb, _ = prepare_source(args.work, mirror.split("/")[0], source="cifar10",
                                                            url=str(args.mirrors / mirror), md5=mirror_md5)
         skipped = re.search(r"(\d+) file\(s\) outside the class folders skipped", log)
