@@ -38,7 +38,7 @@ PAIRS = [  # (image folder archive, cifar10 mirror it was made from, that mirror
 
 
 def stage(name: str, params: Path, *args: str) -> tuple[float, float, str]:
-    """Run `python -m stages.<name>` in its own process: (wall seconds, peak RSS in MB, its log)."""
+    """Run `python -m stages.<name>` in its own process: (wall seconds, peak RSS in MiB, its log)."""
     start = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-m", f"stages.{name}", "--params", str(params), *args], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -53,7 +53,7 @@ def stage(name: str, params: Path, *args: str) -> tuple[float, float, str]:
 
 
 def prepare_source(work: Path, name: str, **data) -> tuple[Path, float, float, str]:
-    """download + prepare of one source into work/name: (prepared folder, prepare seconds, its MB, its log)."""
+    """download + prepare of one source into work/name: (prepared folder, prepare seconds, its peak MiB, its log)."""
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["data"].update(data)
     folder = work / name
@@ -101,8 +101,8 @@ def main(argv: list[str] | None = None) -> None:
                   f"(image, label) sets {'identical' if same_set else 'DIFFER'}; "
                   f"same order: {ours == theirs}")
         print(f"{folder_archive}: {skipped.group(1) if skipped else '?'} file(s) outside the class folders skipped; "
-              f"prepare {seconds:.1f} s for {count} images = {count / seconds:.0f} images/s, peak {mb:.0f} MB "
-              f"(cifar10 source on the mirror: {ref_seconds:.1f} s, peak {ref_mb:.0f} MB)")
+              f"prepare {seconds:.1f} s for {count} images = {count / seconds:.0f} images/s, peak {mb:.0f} MiB "
+              f"(cifar10 source on the mirror: {ref_seconds:.1f} s, peak {ref_mb:.0f} MiB)")
     if failed:
         sys.exit("some prepared sets differ")
 

@@ -231,3 +231,14 @@ def test_a_model_that_cannot_take_the_size_stops_train_before_training(tmp_path)
                                          r"36\): it needs a multiple of 8 pixels$"):
         train.main(stage_args(tmp_path)["train"])
     assert not (tmp_path / "model.pth").exists() and not (tmp_path / "log.csv").exists()
+
+
+def test_decoding_logs_its_progress_for_logs_without_a_progress_bar(tmp_path, monkeypatch, caplog):
+    import stages.imagefolder
+
+    write_folder(tmp_path / "images/p", folder_members({"a": (2, 1), "b": (1, 1)}))
+    monkeypatch.setattr(stages.imagefolder, "PROGRESS_EVERY_S", 0.0)  # a line after every image
+    with caplog.at_level(logging.INFO, logger="stages"):
+        run(tmp_path, **{"data.url": str(tmp_path / "images/p")})
+    assert re.search(r"train: decoded 3 of 3 images \(\d+/s\)", caplog.text)
+    assert "test: decoded 2 of 2 images" in caplog.text
