@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .cifar import ARCHIVE_DIR, CIFAR100_DIR, CIFAR100_FILES, REQUIRED_FILES
+from .cifar import ARCHIVE_DIR, ARCHIVE_NAME, CIFAR100_ARCHIVE_NAME, CIFAR100_DIR, CIFAR100_FILES, REQUIRED_FILES
 from .common import StageError
 
 EXPECTED = {
@@ -19,11 +19,9 @@ ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".zip")
 def image_folder_root(root: Path) -> Path | None:
     """The folder holding train/<class>/: `root` itself, or its only subfolder (an archive's top folder)."""
     subfolders = [p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")] if root.is_dir() else []
-    for candidate in [root, *subfolders[:1]] if len(subfolders) == 1 else [root]:
-        train = candidate / "train"
-        if train.is_dir() and any(p.is_dir() for p in train.iterdir()):
-            return candidate
-    return None
+    candidates = [root] + (subfolders if len(subfolders) == 1 else [])
+    return next((c for c in candidates if (c / "train").is_dir() and any(p.is_dir() for p in (c / "train").iterdir())),
+                None)
 
 
 def matching_layouts(root: Path) -> dict[str, Path]:
@@ -57,8 +55,6 @@ def layout_root(root: Path, source: str, where: str) -> Path:
 
 def archive_name(url: str, source: str) -> str:
     """The file name an archive is saved under: its suffix tells extract_archive how to unpack it."""
-    from .cifar import ARCHIVE_NAME, CIFAR100_ARCHIVE_NAME
-
     if source == "cifar10":
         return ARCHIVE_NAME
     if source == "cifar100":
