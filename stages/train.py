@@ -28,8 +28,8 @@ import torch
 import yaml
 from torch.nn.parallel import DistributedDataParallel
 
-from .common import (StageError, check_normalization, choose_device, load_prepared, run_stage, save_tensors,
-                     write_json)
+from .common import (StageError, atomic_path, check_normalization, choose_device, load_prepared, run_stage,
+                     save_tensors, write_json)
 from .distributed import Dist, launch_command, run_workers, setup, teardown
 from .flops import training_flops
 from .models import Airbench, build_model
