@@ -46,6 +46,7 @@ def smoke(tmp_path_factory):
     return run_check(tmp_path_factory.mktemp("gpu_check"), "--budget-s", "3600", *tool, timeout=1800)
 
 
+@pytest.mark.e2e
 def test_smoke_run_exits_cleanly_and_reports_every_part(smoke):
     proc, report, _ = smoke
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -56,6 +57,7 @@ def test_smoke_run_exits_cleanly_and_reports_every_part(smoke):
                for p in report["parts"].values())
 
 
+@pytest.mark.e2e
 def test_smoke_parts_pass_or_say_why_they_skipped(smoke):
     _, report, _ = smoke
     parts = report["parts"]
@@ -69,6 +71,7 @@ def test_smoke_parts_pass_or_say_why_they_skipped(smoke):
     assert parts["determinism"]["figures"]["identical"] is True
 
 
+@pytest.mark.e2e
 @pytest.mark.skipif(not HAVE_AIRBENCH, reason="airbench is not installed (pip install -e '.[test]' installs it)")
 def test_smoke_runs_airbench_own_code_without_cuda(smoke):
     """Without CUDA the airbench part runs the installed package's train94 on the CPU (airbench_runs.py --cpu):
@@ -88,6 +91,7 @@ def test_smoke_runs_airbench_own_code_without_cuda(smoke):
                for line in text.splitlines())
 
 
+@pytest.mark.e2e
 def test_smoke_builds_its_archive_with_the_mirror_tool_when_there_is_one(smoke):
     _, report, _ = smoke
     mirror = report["parts"]["mirror"]["figures"]
@@ -97,6 +101,7 @@ def test_smoke_builds_its_archive_with_the_mirror_tool_when_there_is_one(smoke):
     assert len(mirror["md5"]) == 32 and mirror["expected_md5"] is None
 
 
+@pytest.mark.e2e
 def test_smoke_figures_are_numbers(smoke):
     _, report, _ = smoke
     fast = report["parts"]["fast_gpu"]["figures"]
@@ -117,6 +122,7 @@ def test_smoke_figures_are_numbers(smoke):
             assert cell["compile"] and cell["status"] == "skipped" and "compile" in cell["reason"]
 
 
+@pytest.mark.e2e
 def test_smoke_table_has_a_line_per_part_and_per_model_cell(smoke):
     _, report, text = smoke
     lines = text.splitlines()
@@ -127,6 +133,7 @@ def test_smoke_table_has_a_line_per_part_and_per_model_cell(smoke):
     assert text.strip() in smoke[0].stdout  # printed too
 
 
+@pytest.mark.e2e
 def test_time_guard_skips_what_does_not_fit_and_still_writes_the_report(tmp_path):
     proc, report, text = run_check(tmp_path, "--budget-s", "0", timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -135,6 +142,7 @@ def test_time_guard_skips_what_does_not_fit_and_still_writes_the_report(tmp_path
     assert "skipped" in text
 
 
+@pytest.mark.e2e
 def test_only_runs_the_parts_asked_for(tmp_path):
     proc, report, _ = run_check(tmp_path, "--only", "models", timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
