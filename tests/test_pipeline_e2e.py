@@ -1,7 +1,7 @@
 """The real `dvc repro` on a copy of the project, fed the tiny official-format archive.
 
-Most tests start from the one first run that tests/conftest_e2e.py builds per session and
-work on their own copy of it (`ran_project`); only what a test changes runs again.
+Most tests start from the runs that tests/conftest_e2e.py makes once per session and work on
+their own copy of one (`ran_project`, copy_project); only what a test changes runs again.
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from tests.cifar_archive import CLASSES
-from tests.e2e_support import ENV, STAGES, Run, copy_project, make_project, ran, run_queue, set_params, sh
+from tests.e2e_support import ENV, SECOND_LR, STAGES, copy_project, make_project, ran, run_queue, set_params, sh
 
 pytestmark = pytest.mark.e2e
 pytest_plugins = ["tests.conftest_e2e"]
@@ -35,14 +35,6 @@ def test_first_repro_runs_every_stage_and_writes_every_output(first_run):
     assert (project / "data/model.pth").is_file() and (project / "data/prepared/test.pt").is_file()
     assert len((project / "metrics/confusion.csv").read_text().splitlines()) == 51
     assert not (project / "data/checkpoints/train.pt").exists()  # a finished run leaves none behind
-
-
-@pytest.fixture(scope="module")
-def second_run(first_run, tmp_path_factory) -> Run:
-    """A copy of first_run after train.optim.lr 0.001 -> 0.0005 (not committed) and `dvc repro`."""
-    project = copy_project(first_run.root, tmp_path_factory.mktemp("second_run") / "project")
-    set_params(project, **{"train.optim.lr": 0.0005})
-    return Run(project, sh(project, "dvc", "repro"))
 
 
 def test_repro_skip_rerun_diff_and_repeatability(first_run, second_run, ran_project, tmp_path):
@@ -69,17 +61,18 @@ def test_repro_skip_rerun_diff_and_repeatability(first_run, second_run, ran_proj
     assert not rendered.get("errors"), rendered.get("errors")
 
     # Same params and seed on the CPU: a forced re-run trains every epoch afresh (the finished run's
-    # checkpoint is gone) and writes identical metrics (on the same machine and torch build).
+    # checkpoint is gone) and writes identical metrics (on the same machine and torch build). Forced
+    # from train on: the data stages, which only unpack and convert, would add two processes' imports.
     sh(project, "git", "checkout", "params.yaml")
-    out = sh(project, "dvc", "repro", "--force")
-    assert ran(out) == set(STAGES)
+    out = sh(project, "dvc", "repro", "--force", "--single-item", "train", "evaluate")
+    assert ran(out) == {"train", "evaluate"}
     assert "epoch 1/2 loss" in out and "epoch 2/2 loss" in out and "resuming" not in out
     assert not (project / "data/checkpoints/train.pt").exists()
     assert (project / "metrics/metrics.json").read_bytes() == (first_run.root / "metrics/metrics.json").read_bytes()
 
 
 def test_run_cache_restores_training_for_params_seen_before(first_run, second_run, tmp_path):
-    # first_run trained with train.optim.lr 0.001 (params A), second_run then with 0.0005 (B)
+    # first_run trained with train.optim.lr 0.001 (params A), second_run then with SECOND_LR (B)
     assert "epoch 1/2 loss" in first_run.output and "epoch 1/2 loss" in second_run.output  # both trained
     metrics_a = (first_run.root / "metrics/metrics.json").read_bytes()
     project = copy_project(second_run.root, tmp_path / "project")
@@ -105,11 +98,9 @@ def test_failing_stage_leaves_no_finished_looking_output(tmp_path, archive):
     assert not (project / "dvc.lock").exists()
 
 
-def test_recipe_switch_with_exp_run_records_the_recipe_in_dvc_lock(ran_project):
-    project = ran_project
-    out = sh(project, "dvc", "exp", "run", "-S", "train.recipe=resnet-cpu", "-S", "train.model.width=4",
-             "-S", "train.optim.batch_size=32", "-S", "train.numerics.precision=fp32")
-    assert ran(out) == {"train", "evaluate"}
+def test_recipe_switch_with_exp_run_records_the_recipe_in_dvc_lock(recipe_run):
+    project = recipe_run.root  # after dvc exp run -S train.recipe=resnet-cpu -S train.model.width=4 ...
+    assert ran(recipe_run.output) == {"train", "evaluate"}
     lock = yaml.safe_load((project / "dvc.lock").read_text())
     locked = lock["stages"]["train"]["params"]["params.yaml"]
     assert locked["train"]["recipe"] == "resnet-cpu" and locked["train"]["model"]["width"] == 4
@@ -118,30 +109,31 @@ def test_recipe_switch_with_exp_run_records_the_recipe_in_dvc_lock(ran_project):
     assert meta["train_params"]["model"]["name"] == "resnet"  # the recipe's values, resolved
     assert meta["train_params"]["optim"]["label_smoothing"] == 0.2 and meta["train_params"]["model"]["width"] == 4
     assert json.loads((project / "metrics/train.json").read_text())["recipe"] == "resnet-cpu"
-    shown = json.loads(sh(project, "dvc", "exp", "show", "--json"))
-    assert "resnet-cpu" in json.dumps(shown)
+    assert "resnet-cpu" in json.dumps(recipe_run.exp_show)  # dvc exp show --json
 
 
-def test_queued_sweep_gate_and_ci_summary(ran_project):
-    project = ran_project  # the committed baseline run: train.optim.lr 0.001, seed 0
+def test_queued_sweep_gate_and_ci_summary(second_run, tmp_path):
+    project = copy_project(second_run.root, tmp_path / "project")
+    sh(project, "git", "commit", "-qam", "second run")  # the baseline run: train.optim.lr SECOND_LR, seed 0
     base = project / "base-metrics.json"
     shutil.copy(project / "metrics/metrics.json", base)
     base_confusion = project / "base-confusion.csv"
     shutil.copy(project / "metrics/confusion.csv", base_confusion)
 
     # DVC 3.67's Hydra sweeper expands range(0,2) to seeds 0 and 1: a 2 x 2 grid, whose (0.001, 0)
-    # the run cache restores from the baseline run
-    sh(project, "dvc", "exp", "run", "--queue", "-S", "train.optim.lr=0.001,0.002", "-S",
+    # and (SECOND_LR, 0) the run cache restores from the first and the second run
+    sh(project, "dvc", "exp", "run", "--queue", "-S", f"train.optim.lr=0.001,{SECOND_LR}", "-S",
        "train.numerics.seed=range(0,2)")
     run_queue(project)  # dvc exp run --run-all -j 1
     shown = json.loads(sh(project, "dvc", "exp", "show", "--json"))
     runs = [exp for row in shown for exp in (row.get("experiments") or [])]
     trains = [run["revs"][0]["data"]["params"]["params.yaml"]["data"]["train"] for run in runs]
     grid = sorted((train["optim"]["lr"], train["numerics"]["seed"]) for train in trains)
-    assert grid == [(0.001, 0), (0.001, 1), (0.002, 0), (0.002, 1)]
+    assert grid == [(0.001, 0), (0.001, 1), (SECOND_LR, 0), (SECOND_LR, 1)]
     summary = sh(project, sys.executable, "-m", "stages.seeds")  # runs `dvc exp show --json` itself
     assert summary.startswith("4 runs in 2 group(s)")
-    assert "| train.optim.lr=0.001 | 2 | 0, 1 | " in summary and "| train.optim.lr=0.002 | 2 | 0, 1 | " in summary
+    assert "| train.optim.lr=0.001 | 2 | 0, 1 | " in summary
+    assert f"| train.optim.lr={SECOND_LR} | 2 | 0, 1 | " in summary
     assert "| cat | " in summary
     accuracies = [run["revs"][0]["data"]["metrics"]["metrics/metrics.json"]["data"]["accuracy"] for run in runs]
     assert all(0 <= a <= 1 for a in accuracies)
@@ -203,13 +195,8 @@ def test_kill_9_mid_training_then_repro_resumes_to_the_same_result(first_run, ra
         assert (killed / path).read_text() == (whole / path).read_text()
 
 
-def test_push_to_a_local_remote_then_fresh_clone_and_pull_is_up_to_date(ran_project, tmp_path):
-    project = ran_project
-    sh(project, "dvc", "remote", "add", "-d", "store", str(tmp_path / "remote"))
-    sh(project, "git", "add", "-A")
-    sh(project, "git", "commit", "-qm", "run and remote")
-    sh(project, "dvc", "push")
-
+def test_push_to_a_local_remote_then_fresh_clone_and_pull_is_up_to_date(pushed, tmp_path):
+    project = pushed  # first_run with `dvc remote add -d`, committed, `dvc push`ed
     clone = tmp_path / "clone"
     sh(tmp_path, "git", "clone", "-q", str(project), str(clone))
     assert not (clone / "data/model.pth").exists()

@@ -7,7 +7,7 @@ import pytest
 
 from stages import precision
 from stages.precision import CpuBf16, choose_precision
-from tests.test_train import run_train
+from tests.test_train import SHORT, run_train
 
 NATIVE = CpuBf16(avx512_bf16=True, amx=False, capability="AVX512", onednn_isa="")
 AMX = CpuBf16(avx512_bf16=False, amx=True, capability="AVX512", onednn_isa="")
@@ -49,7 +49,7 @@ def test_probe_reads_the_environment_cap(monkeypatch):
 def test_train_logs_and_records_the_effective_precision(tmp_path, prepared, monkeypatch, caplog, cpu, expected):
     monkeypatch.setattr(precision, "probe_cpu", lambda: cpu)
     with caplog.at_level("INFO", logger="stages"):
-        out = run_train(tmp_path, prepared, **{"train.numerics.precision": "auto", "train.optim.epochs": 1})
+        out = run_train(tmp_path, prepared, **SHORT, **{"train.numerics.precision": "auto"})
     assert f"precision {expected} (train.numerics.precision auto: " in caplog.text
     assert json.loads(out["train.json"].read_text())["precision"] == expected
     assert json.loads(out["model.json"].read_text())["train_params"]["numerics"]["precision"] == expected

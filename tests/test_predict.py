@@ -18,8 +18,10 @@ from tests.conftest import write_params
 @pytest.fixture(scope="module")
 def model_files(tmp_path_factory, prepared):
     root = tmp_path_factory.mktemp("model")
-    params = write_params(root / "params.yaml", **{"train.optim.epochs": 2, "train.optim.lr": 0.01,
-                                                   "train.optim.momentum": 0.9, "train.numerics.device": "cpu"})
+    # One epoch of 10 steps: the tests compare predict's answers with the model's own, right or wrong.
+    params = write_params(root / "params.yaml", **{"train.optim.epochs": 1, "train.optim.batch_size": 16,
+                                                   "train.optim.lr": 0.01, "train.optim.momentum": 0.9,
+                                                   "train.numerics.device": "cpu"})
     train.main(["--params", str(params), "--prepared", str(prepared), "--model", str(root / "model.pth"),
                 "--model-meta", str(root / "model.json"), "--metrics", str(root / "train.json"),
                 "--history", str(root / "log.csv")])
