@@ -18,8 +18,9 @@ In order:
    drop check skipped, not a failure.
 4. The gate (`python -m stages.gate`) on the change's metrics against the baseline's.
 5. OUT/summary.md (Markdown for $GITHUB_STEP_SUMMARY): verdict, per-metric and per-class
-   values of both runs, the params diff of the two commits (without the overrides),
-   and Mermaid charts; OUT/charts/*.png (matplotlib, the `ci` extra) and OUT/plots/
+   values of both runs and which data they ran on (metrics.json's data_official), the
+   runs that base and change commit in git (metrics.json, where either holds one), the
+   params diff of the two commits (without the overrides), and Mermaid charts; OUT/charts/*.png (matplotlib, the `ci` extra) and OUT/plots/
    (`dvc plots diff` against the baseline run) for the workflow's artifact.
 
 Overrides are set by editing params.yaml rather than `dvc exp run -S`: an older base
