@@ -296,6 +296,10 @@ def load_prepared(path: Path) -> dict:
         raise
     except Exception as err:  # noqa: BLE001 - whatever torch.load makes of a damaged file, one message
         raise StageError(f"{path}: damaged prepared split, unreadable ({first_line(err)}); {PREPARE_HINT}") from None
+    images = split.get("images") if isinstance(split, dict) else None
+    if isinstance(images, torch.Tensor) and images.is_floating_point():
+        raise StageError(f"{path}: holds {images.dtype} images, written before prepare cached uint8 pixels; "
+                         "run the prepare stage again (dvc repro)")
     problem = prepared_problem(split, torch)
     if problem:
         raise StageError(f"{path}: damaged prepared split: {problem}; {PREPARE_HINT}")
@@ -310,9 +314,9 @@ def prepared_problem(split: Any, torch: Any) -> str | None:
         return f"expected a dict with {sorted(keys)}, found {found}"
     images, labels, classes = split["images"], split["labels"], split["classes"]
     describe = lambda x: f"{getattr(x, 'dtype', type(x).__name__)} {tuple(getattr(x, 'shape', ()))}"  # noqa: E731
-    if not (isinstance(images, torch.Tensor) and images.dtype == torch.float32 and images.dim() == 4
-            and images.shape[1:] == (3, 32, 32)):
-        return f"images must be a float32 tensor (N, 3, 32, 32), found {describe(images)}"
+    if not (isinstance(images, torch.Tensor) and images.dtype == torch.uint8 and images.dim() == 4
+            and images.shape[1] == 3 and images.shape[2] == images.shape[3] > 0):
+        return f"images must be a uint8 tensor (N, 3, S, S), found {describe(images)}"
     if not (isinstance(labels, torch.Tensor) and labels.dtype == torch.int64 and labels.shape == (len(images),)):
         return f"labels must be an int64 tensor ({len(images)},), found {describe(labels)}"
     if not (isinstance(classes, list) and classes and all(isinstance(c, str) for c in classes)):

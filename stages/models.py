@@ -56,11 +56,11 @@ class Blocks:
 class MLP(nn.Module):
     """The tutorial's network, attribute for attribute, so its state_dict loads into the tutorial's class."""
 
-    def __init__(self, num_classes: int = 10, width: int = 0):
+    def __init__(self, num_classes: int = 10, width: int = 0, image_size: int = 32):
         super().__init__()
         self.flatten = nn.Flatten()
         self.linear_relu_stack = nn.Sequential(
-            nn.Linear(3 * 32 * 32, 1024), nn.ReLU(),
+            nn.Linear(3 * image_size * image_size, 1024), nn.ReLU(),
             nn.Linear(1024, 512), nn.ReLU(),
             nn.Linear(512, num_classes),
         )
@@ -72,12 +72,13 @@ class MLP(nn.Module):
 class CNN(nn.Module):
     """The tutorial's conv net, attribute for attribute (conv1, pool, conv2, fc1..fc3)."""
 
-    def __init__(self, num_classes: int = 10, width: int = 0):
+    def __init__(self, num_classes: int = 10, width: int = 0, image_size: int = 32):
         super().__init__()
         self.conv1 = nn.Conv2d(3, 6, 5)
         self.pool = nn.MaxPool2d(2, 2)
         self.conv2 = nn.Conv2d(6, 16, 5)
-        self.fc1 = nn.Linear(16 * 5 * 5, 120)
+        side = ((image_size - 4) // 2 - 4) // 2  # 5 at 32 pixels
+        self.fc1 = nn.Linear(16 * side * side, 120)
         self.fc2 = nn.Linear(120, 84)
         self.fc3 = nn.Linear(84, num_classes)
 
@@ -107,7 +108,8 @@ class Residual(nn.Module):
 class ResNet9(nn.Module):
     """prep -> (conv, pool, residual) -> (conv, pool) -> (conv, pool, residual) -> max-pool -> linear."""
 
-    def __init__(self, num_classes: int = 10, width: int = 64, blocks: Blocks = Blocks(), output_scale: float = 0.125):
+    def __init__(self, num_classes: int = 10, width: int = 64, blocks: Blocks = Blocks(), output_scale: float = 0.125,
+                 image_size: int = 32):
         super().__init__()
         w, b = width, blocks
         self.net = nn.Sequential(
@@ -115,9 +117,9 @@ class ResNet9(nn.Module):
             conv_bn(w, 2 * w, b, pool=True), Residual(2 * w, b),   # (N, 2w, 16, 16)
             conv_bn(2 * w, 4 * w, b, pool=True),                   # (N, 4w, 8, 8)
             conv_bn(4 * w, 8 * w, b, pool=True), Residual(8 * w, b),  # (N, 8w, 4, 4)
-            # MaxPool2d(4), not AdaptiveMaxPool2d(1): the same on 4x4 maps, and its CUDA backward has a
-            # deterministic implementation (train.numerics.deterministic), which the adaptive one lacks.
-            nn.MaxPool2d(4), nn.Flatten(),
+            # MaxPool2d(4) (at 32 pixels), not AdaptiveMaxPool2d(1): the same on 4x4 maps, and its CUDA backward
+            # has a deterministic implementation (train.numerics.deterministic), which the adaptive one lacks.
+            nn.MaxPool2d(image_size // 8), nn.Flatten(),
             nn.Linear(8 * w, num_classes, bias=False),
         )
         # Page's 0.125: keeps early logits small so a high lr does not blow up.
@@ -151,7 +153,7 @@ class Airbench(nn.Module):
     WHITEN_WIDTH = 2 * 3 * 2 * 2  # 12 eigen-patches of 2x2x3 pixels, and their negatives
 
     def __init__(self, num_classes: int = 10, widths: tuple[int, int, int] = (64, 256, 256),
-                 blocks: Blocks = Blocks(), output_scale: float = 1 / 9, whiten: bool = True):
+                 blocks: Blocks = Blocks(), output_scale: float = 1 / 9, whiten: bool = True, image_size: int = 32):
         super().__init__()
         self.whiten = nn.Conv2d(3, self.WHITEN_WIDTH, 2, padding=0, bias=True)  # (N, 24, 31, 31)
         self.whiten.weight.requires_grad_(not whiten)
@@ -160,7 +162,7 @@ class Airbench(nn.Module):
         self.groups = nn.Sequential(ConvGroup(self.WHITEN_WIDTH, w1, blocks),  # (N, w1, 15, 15)
                                     ConvGroup(w1, w2, blocks),                 # (N, w2, 7, 7)
                                     ConvGroup(w2, w3, blocks))                 # (N, w3, 3, 3)
-        self.pool = nn.MaxPool2d(3)
+        self.pool = nn.MaxPool2d((image_size - 1) // 8)  # 3 at 32 pixels: the last 3x3 map to one value
         self.head = nn.Linear(w3, num_classes, bias=False)
         self.output_scale = output_scale
 
@@ -170,18 +172,38 @@ class Airbench(nn.Module):
 
 
 MODELS = {"mlp": MLP, "cnn": CNN, "resnet": ResNet9, "airbench": Airbench}
+# The image sizes each network takes (its pooling must leave at least one pixel): (rule, test).
+IMAGE_SIZES = {
+    "mlp": ("any size", lambda s: True),
+    "cnn": ("at least 16 pixels", lambda s: s >= 16),
+    "resnet": ("a multiple of 8 pixels", lambda s: s % 8 == 0),
+    "airbench": ("at least 9 pixels", lambda s: s >= 9),
+}
 
 
-def build_model(spec: ModelParams, num_classes: int) -> nn.Module:
-    """The network train.model describes (unfitted: airbench's whitening is set by the train stage)."""
+def image_size_error(name: str, image_size: int) -> str | None:
+    """Why model `name` cannot take square images of `image_size` pixels; None when it can."""
+    rule, ok = IMAGE_SIZES[name]
+    if ok(image_size):
+        return None
+    return (f"train.model.name {name!r} cannot take {image_size}x{image_size} images (prepare.image_size "
+            f"{image_size}): it needs {rule}")
+
+
+def build_model(spec: ModelParams, num_classes: int, image_size: int = 32) -> nn.Module:
+    """The network train.model describes for images of image_size pixels (unfitted: airbench's whitening is
+    set by the train stage)."""
     if spec.name not in MODELS:
         raise ValueError(f"Invalid model {spec.name!r}. Only {', '.join(MODELS)} are supported.")
+    error = image_size_error(spec.name, image_size)
+    if error:
+        raise ValueError(error)
     blocks = Blocks(spec.activation, spec.bn_momentum, spec.bn_eps, spec.bn_weight, spec.dirac_init)
     if spec.name == "resnet":
-        return ResNet9(num_classes, spec.width, blocks, spec.output_scale)
+        return ResNet9(num_classes, spec.width, blocks, spec.output_scale, image_size)
     if spec.name == "airbench":
-        return Airbench(num_classes, tuple(spec.widths), blocks, spec.output_scale, spec.whiten)
-    return MODELS[spec.name](num_classes=num_classes)
+        return Airbench(num_classes, tuple(spec.widths), blocks, spec.output_scale, spec.whiten, image_size)
+    return MODELS[spec.name](num_classes=num_classes, image_size=image_size)
 
 
 def model_spec(meta: dict) -> ModelParams:
@@ -197,7 +219,7 @@ def model_spec(meta: dict) -> ModelParams:
 
 def load_model(weights: Path, meta: dict, device: torch.device) -> nn.Module:
     """The model model.json describes, with the trained weights from `weights`, on `device`."""
-    model = build_model(model_spec(meta), num_classes=meta["num_classes"])
+    model = build_model(model_spec(meta), num_classes=meta["num_classes"], image_size=meta.get("image_size", 32))
     try:
         model.load_state_dict(torch.load(require_file(weights, "model weights"), map_location="cpu",
                                          weights_only=True))

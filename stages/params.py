@@ -25,8 +25,12 @@ class ParamsError(ValueError):
 
 @dataclass(frozen=True)
 class DataParams:
-    url: str  # http(s) URL, file:// URL or local path of cifar-10-python.tar.gz
-    md5: str  # expected md5 of that archive, 32 lowercase hex digits
+    # cifar10: the official cifar-10-python.tar.gz; cifar100: cifar-100-python.tar.gz; imagefolder:
+    # train/<class>/* and test/<class>/* image files (stages/imagefolder.py), as an archive or a folder.
+    source: Literal["cifar10", "cifar100", "imagefolder"]
+    url: str  # http(s) URL, file:// URL or local path of the archive; imagefolder: or a folder under images/
+    md5: str  # expected md5 of that archive, 32 lowercase hex digits; "" for an imagefolder folder
+    labels: Literal["fine", "coarse"]  # cifar100 only: its 100 fine classes or 20 coarse superclasses
 
 
 @dataclass(frozen=True)
@@ -39,6 +43,10 @@ class PrepareParams:
     test_per_class: int  # the same for the test split; 0 = all
     val_size: int  # images held out of the (subset) training split for validation; 0 = none
     split_seed: int  # seed of the train/validation split
+    image_size: int  # images are resized to image_size x image_size pixels (CIFAR: 32 = as they are)
+    resample: Literal["nearest", "box", "bilinear", "hamming", "bicubic", "lanczos"]  # Pillow's resize filter
+    test_fraction: float  # imagefolder without test/: fraction of each class held out as the test split
+    test_seed: int  # seed of that stratified hold-out
 
 
 @dataclass(frozen=True)
@@ -294,7 +302,10 @@ def _check_ranges(p: Params, overridden: set[str]) -> list[str]:
     """Value checks that types cannot express; each message names key, value, rule."""
     rules = [
         ("data.url", p.data.url, bool(p.data.url.strip()), "a non-empty URL or path"),
-        ("data.md5", p.data.md5, bool(MD5_RE.match(p.data.md5)), "32 lowercase hex digits"),
+        ("data.md5", p.data.md5, bool(MD5_RE.match(p.data.md5)) or (p.data.md5 == "" and p.data.source == "imagefolder"),
+         "32 lowercase hex digits" + (' (or "" for a folder)' if p.data.source == "imagefolder" else "")),
+        ("prepare.image_size", p.prepare.image_size, 8 <= p.prepare.image_size <= 1024, "in 8..1024 (pixels)"),
+        ("prepare.test_fraction", p.prepare.test_fraction, 0 < p.prepare.test_fraction < 1, "in (0, 1)"),
         ("prepare.val_size", p.prepare.val_size, p.prepare.val_size >= 0, ">= 0"),
         ("prepare.train_per_class", p.prepare.train_per_class, p.prepare.train_per_class >= 0, ">= 0 (0 = all)"),
         ("prepare.test_per_class", p.prepare.test_per_class, p.prepare.test_per_class >= 0, ">= 0 (0 = all)"),

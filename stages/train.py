@@ -28,26 +28,19 @@ import torch
 import yaml
 from torch.nn.parallel import DistributedDataParallel
 
-from .common import (StageError, atomic_path, check_normalization, choose_device, load_prepared, run_stage,
-                     save_tensors, write_json)
+from .common import (StageError, atomic_path, check_normalization, choose_device, run_stage, save_tensors,
+                     write_json)
 from .distributed import Dist, launch_command, run_workers, setup, teardown
 from .flops import training_flops
 from .models import Airbench, build_model
 from .params import Params, TrainParams, load_params
 from .precision import choose_precision
+from .prepared import load_split
 from .tracking import epoch_log
 from .trainer import fit, make_trainer, warm_up
 from .whitening import init_whitening
 
 log = logging.getLogger("stages")
-
-
-def load_split(path: Path, device: torch.device) -> dict:
-    """A prepared split with images and labels moved to `device` once."""
-    split = load_prepared(path)
-    split["images"] = split["images"].to(device)
-    split["labels"] = split["labels"].to(device)
-    return split
 
 
 def file_md5(path: Path) -> str:
@@ -117,7 +110,11 @@ def train_on(args: argparse.Namespace, params: Params, device: torch.device, dis
     train, val = load_split(args.prepared / "train.pt", device), load_split(args.prepared / "val.pt", device)
     check_normalization(train, params.prepare, args.prepared / "train.pt")
     torch.manual_seed(n.seed)
-    model = build_model(p.model, num_classes=len(train["classes"])).to(device)
+    image_size = train["images"].shape[-1]  # prepare.image_size, as the prepared data holds it
+    try:
+        model = build_model(p.model, num_classes=len(train["classes"]), image_size=image_size).to(device)
+    except ValueError as err:
+        raise StageError(str(err)) from None
     if isinstance(model, Airbench) and p.model.whiten:
         init_whitening(model.whiten, train["images"], p.model.whiten_eps)
     log.info("recipe %s on %d images, device %s, %d process(es): %s", p.recipe, len(train["labels"]), device,
@@ -148,6 +145,7 @@ def train_on(args: argparse.Namespace, params: Params, device: torch.device, dis
     save_tensors({k: v.detach().cpu() for k, v in final_model.state_dict().items()}, args.model, "the model weights")
     write_json(args.model_meta, {"model": p.model.name, "width": p.model.width, "num_classes": len(train["classes"]),
                                  "classes": train["classes"], "mean": train["mean"], "std": train["std"],
+                                 "image_size": image_size, "resample": train.get("resample", "bicubic"),
                                  "train_params": dataclasses.asdict(p)})
     total = sum(row["seconds"] for row in history)
     final = {k: v for k, v in history[-1].items()

@@ -94,3 +94,25 @@ def fake_official_md5s(members: dict[str, bytes], changed: tuple[str, ...] = ())
     but another md5 for the names in `changed`, so those count as differing from the official files."""
     return {name.removeprefix(ROOT): "0" * 32 if name.removeprefix(ROOT) in changed else hashlib.md5(data).hexdigest()
             for name, data in members.items()}
+
+
+CIFAR100_ROOT = "cifar-100-python/"
+
+
+def cifar100_members(train_per_class: int = 4, test_per_class: int = 2, fine: int = 6, coarse: int = 3
+                     ) -> dict[str, bytes]:
+    """name -> bytes of a tiny archive in the official cifar-100-python.tar.gz layout: `fine` fine classes,
+    fine class i in coarse class i % coarse; one pickle per split with fine_labels and coarse_labels."""
+    fine_names = [f"fine_{i}" for i in range(fine)]
+    coarse_names = [f"coarse_{i}" for i in range(coarse)]
+    rng = np.random.default_rng(7)
+    members = {CIFAR100_ROOT + "meta": py2_pickle({b"fine_label_names": [n.encode() for n in fine_names],
+                                                   b"coarse_label_names": [n.encode() for n in coarse_names]})}
+    for split, per_class in (("train", train_per_class), ("test", test_per_class)):
+        labels = rng.permutation(np.repeat(np.arange(fine), per_class)).tolist()
+        data = rng.integers(0, 256, size=(len(labels), 3072), dtype=np.uint8)
+        members[CIFAR100_ROOT + split] = py2_pickle({
+            b"filenames": [f"img_{i}.png".encode() for i in range(len(labels))], b"batch_label": split.encode(),
+            b"fine_labels": labels, b"coarse_labels": [label % coarse for label in labels], b"data": data})
+    members[CIFAR100_ROOT + "file.txt~"] = b""
+    return members

@@ -20,7 +20,7 @@ import yaml
 from stages.params import set_dotted
 from tests.conftest import PROJECT, write_params
 
-COPIED = ["stages", "dvc.yaml", "params.yaml", ".dvc/config", ".dvc/.gitignore", ".dvcignore", ".gitignore",
+COPIED = ["stages", "images", "dvc.yaml", "params.yaml", ".dvc/config", ".dvc/.gitignore", ".dvcignore", ".gitignore",
           "pyproject.toml"]
 STAGES = ("download", "prepare", "train", "evaluate")
 # One torch thread per stage unless the caller sets OMP_NUM_THREADS: the tiny batches gain nothing

@@ -68,7 +68,8 @@ def test_every_path_in_the_command_is_a_dep_or_an_out(name):
 
 def test_stage_params_are_the_sections_it_reads():
     assert {name: stage["params"] for name, stage in SPEC["stages"].items()} == {
-        "download": ["data"], "prepare": ["prepare"], "train": ["train", "recipes"], "evaluate": ["evaluate"]}
+        "download": ["data.source", "data.url", "data.md5"], "prepare": ["prepare", "data.source", "data.labels"],
+        "train": ["train", "recipes"], "evaluate": ["evaluate"]}
 
 
 def test_small_metrics_files_are_in_git_and_the_run_cache_stays_on():

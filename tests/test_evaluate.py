@@ -12,6 +12,7 @@ import torch
 from stages import evaluate, train
 from stages.common import StageError
 from stages.stats import wilson_interval
+from tests.cifar_archive import CLASSES as CIFAR10_CLASSES
 from tests.conftest import write_params
 
 CLASSES = ["a", "b", "c"]
@@ -198,3 +199,24 @@ def test_tta_view_weights_sum_to_one(tta, views):
 def test_unknown_tta_is_named():
     with pytest.raises(ValueError, match=r"Invalid tta 'mirror'\. Only none, flip, flip-shift, airbench are supported"):
         evaluate.tta_views(torch.zeros(1, 3, 32, 32), "mirror")
+
+
+def test_metric_keys_are_readable_unique_and_survive_dvcs_flattening():
+    from dvc.utils.flatten import flatten, unflatten
+
+    classes = ["St. Bernard", "St Bernard", "crème brûlée", "猫", "a.b", "a_b", "cat", "...", "air-plane"]
+    keys = evaluate.metric_keys(classes)
+    assert keys == ["St_Bernard", "St_Bernard_2", "crème_brûlée", "猫", "a_b", "a_b_2", "cat", "class", "air-plane"]
+    metrics = {"per_class_accuracy": dict(zip(keys, range(len(keys))))}
+    flat = flatten(metrics)  # what `dvc metrics diff` compares and shows
+    assert len(flat) == len(classes) and all(k.count(".") == 1 for k in flat)
+    assert unflatten(flat) == metrics  # one class per key, back and forth
+    assert evaluate.metric_keys(list(CIFAR10_CLASSES)) == list(CIFAR10_CLASSES)  # today's keys unchanged
+
+
+def test_the_grid_shows_fewer_images_of_each_class_when_there_are_many():
+    assert [evaluate.grid_per_class(k) for k in (2, 10, 20, 25, 26, 100, 1000)] == [8, 8, 8, 8, 7, 2, 1]
+    images = torch.rand(3, 3, 64, 64)
+    grid = evaluate.prediction_grid(images, ["crème brûlée", "猫", "a very long class name indeed"],
+                                    ["猫", "猫", "x"], columns=2)
+    assert grid.size == (2 * (evaluate.GRID_CELL + 8), 2 * (evaluate.GRID_CELL + 30))

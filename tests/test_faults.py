@@ -157,12 +157,12 @@ def test_file_size_limit_while_prepare_writes_is_one_error_and_keeps_the_previou
     shutil.copytree(prepared, out)
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     proc = start_stage(["-m", "stages.prepare", "--params", str(params), "--raw", str(prepared.parent / "raw"),
-                        "--out", str(out)], tmp_path, file_limit=500_000)  # train.pt takes 2 MB
+                        "--out", str(out)], tmp_path, file_limit=300_000)  # train.pt takes 0.5 MB
     output = finish(proc)
     assert proc.returncode == 1 and "Traceback" not in output, output
     assert re.search(rf"prepare: error: {re.escape(str(out))}: cannot write the prepared tensors: File too large "
-                     rf"\(EFBIG\); it needs about {250 * (3072 * 4 + 8) / 1e6:.1f} MB, the file-size limit "
-                     rf"\(ulimit -f\) is 0\.5 MB\. Nothing was written at {re.escape(str(out))}: what was there is "
+                     rf"\(EFBIG\); it needs about {250 * (3072 + 8) / 1e6:.1f} MB, the file-size limit "
+                     rf"\(ulimit -f\) is 0\.3 MB\. Nothing was written at {re.escape(str(out))}: what was there is "
                      r"left as it was\. Free some space",
                      output), output
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before and not leftovers(tmp_path)
@@ -221,7 +221,7 @@ def test_full_disk_while_download_copies_names_the_output_and_the_room_it_needs(
 
     monkeypatch.setattr(download.shutil, "copyfile", half_then_full)
     size = archive[0].stat().st_size
-    with pytest.raises(DiskFull, match=rf"raw: cannot write the archive and its extracted batch files: No space "
+    with pytest.raises(DiskFull, match=rf"raw: cannot write the archive and its extracted files: No space "
                                        rf"left on device \(ENOSPC\); it needs about {size * 2.1 / 1e6:.1f} MB, "
                                        r"[\d.]+ MB free on the disk of .*Nothing was written at .*raw"):
         download.main(["--params", str(archive_params()), "--out", str(out)])
@@ -350,9 +350,11 @@ def test_a_checkpoint_that_passes_the_checks_but_fails_to_load_is_undone(
 
 @pytest.mark.parametrize("content, reason", [
     (b"\x00" * 100, r"damaged prepared split, unreadable \("),
-    ({"images": torch.zeros(2, 3, 32, 32), "labels": torch.zeros(3, dtype=torch.long), "classes": ["a"],
-      "mean": [0.5] * 3, "std": [0.5] * 3}, r"damaged prepared split: labels must be an int64 tensor \(2,\)"),
-    ({"images": torch.zeros(2, 3, 32, 32)}, r"damaged prepared split: expected a dict with \['classes', "),
+    ({"images": torch.zeros(2, 3, 32, 32, dtype=torch.uint8), "labels": torch.zeros(3, dtype=torch.long),
+      "classes": ["a"], "mean": [0.5] * 3, "std": [0.5] * 3},
+     r"damaged prepared split: labels must be an int64 tensor \(2,\)"),
+    ({"images": torch.zeros(2, 3, 32, 32, dtype=torch.uint8)},
+     r"damaged prepared split: expected a dict with \['classes', "),
 ], ids=["garbage", "labels-of-another-length", "missing-keys"])
 def test_damaged_prepared_file_is_named_with_how_to_rebuild_it(tmp_path, prepared, content, reason):
     folder = tmp_path / "prepared"

@@ -125,3 +125,18 @@ def test_predict_logits_batches_and_restores_train_mode():
     logits = predict_logits(model, x, batch_size=3)
     assert model.training
     torch.testing.assert_close(logits, expected)
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+@pytest.mark.parametrize("size", [16, 24, 64])
+def test_every_model_takes_the_image_size_it_accepts(name, size):
+    model = build_model(spec(name), num_classes=7, image_size=size).eval()
+    assert model(torch.randn(2, 3, size, size)).shape == (2, 7)
+
+
+@pytest.mark.parametrize("name, size, rule", [("resnet", 36, "a multiple of 8 pixels"),
+                                              ("cnn", 12, "at least 16 pixels"), ("airbench", 8, "at least 9 pixels")])
+def test_a_size_a_model_cannot_take_is_one_error_with_the_rule(name, size, rule):
+    with pytest.raises(ValueError, match=rf"^train\.model\.name '{name}' cannot take {size}x{size} images "
+                                         rf"\(prepare\.image_size {size}\): it needs {rule}$"):
+        build_model(spec(name), num_classes=10, image_size=size)

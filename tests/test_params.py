@@ -237,3 +237,24 @@ def test_ema_and_lookahead_are_not_both_on_also_when_only_the_lookahead_is_overr
     with pytest.raises(ParamsError, match=r"train\.average\.(ema|lookahead): got .*one average at a time"):
         parse_params(params_dict(**{"recipes.resnet-cpu.average.ema": 0.99, "train.recipe": "resnet-cpu",
                                     "train.average.lookahead": 0.5}))
+
+
+@pytest.mark.parametrize("dotted, value, expected", [
+    ("data.source", "mnist", r"data\.source: got 'mnist' \(str\); expected one of 'cifar10', 'cifar100', 'imagefolder'"),
+    ("data.labels", "both", r"data\.labels: got 'both' \(str\); expected one of 'fine', 'coarse'"),
+    ("data.md5", "", r"data\.md5: got ''; must be 32 lowercase hex digits$"),  # "" is for imagefolder folders only
+    ("prepare.image_size", 4, r"prepare\.image_size: got 4; must be in 8\.\.1024 \(pixels\)"),
+    ("prepare.resample", "cubic", r"prepare\.resample: got 'cubic' \(str\); expected one of 'nearest', 'box', "
+                                  r"'bilinear', 'hamming', 'bicubic', 'lanczos'"),
+    ("prepare.test_fraction", 1.0, r"prepare\.test_fraction: got 1\.0; must be in \(0, 1\)"),
+])
+def test_bad_data_source_values_are_named(dotted, value, expected):
+    with pytest.raises(ParamsError, match=expected):
+        parse_params(params_dict(**{dotted: value}))
+
+
+def test_an_image_folder_takes_an_empty_md5_and_the_default_is_cifar10_at_32_pixels():
+    p = parse_params(params_dict(**{"data.source": "imagefolder", "data.url": "images/flowers", "data.md5": ""}))
+    assert (p.data.source, p.data.md5) == ("imagefolder", "")
+    shipped = load_params(PROJECT / "params.yaml")
+    assert (shipped.data.source, shipped.prepare.image_size, shipped.prepare.resample) == ("cifar10", 32, "bicubic")

@@ -12,6 +12,7 @@ from stages import predict, train
 from stages.common import StageError
 from stages.evaluate import tta_logits
 from stages.models import build_model, model_spec
+from stages.prepared import load_split
 from tests.conftest import write_params
 
 
@@ -35,9 +36,8 @@ def run_predict(model_files, *images, capsys, top=3):
 def test_png_of_a_test_image_gets_the_models_prediction(tmp_path, model_files, prepared, capsys):
     test = torch.load(prepared / "test.pt", weights_only=True)
     meta = json.loads((model_files / "model.json").read_text())
-    pixels = (test["images"][:4] * 0.5 + 0.5) * 255  # back from Normalize(0.5, 0.5)
     paths = []
-    for i, img in enumerate(pixels.round().byte().permute(0, 2, 3, 1).numpy()):
+    for i, img in enumerate(test["images"][:4].permute(0, 2, 3, 1).numpy()):  # uint8 pixels
         # A bigger picture of the same image: predict must resize it back to 32x32.
         Image.fromarray(img).resize((96, 96), Image.NEAREST).save(tmp_path / f"img{i}.png")
         paths.append(tmp_path / f"img{i}.png")
@@ -45,7 +45,8 @@ def test_png_of_a_test_image_gets_the_models_prediction(tmp_path, model_files, p
     model = build_model(model_spec(meta), 10)
     assert type(model).__name__ == "MLP"
     model.load_state_dict(torch.load(model_files / "model.pth", weights_only=True))
-    expected = tta_logits(model, test["images"][:4], 4, "none").argmax(1)
+    normalized = load_split(prepared / "test.pt", torch.device("cpu"))["images"][:4]
+    expected = tta_logits(model, normalized, 4, "none").argmax(1)
     assert len(lines) == 4
     for line, path, index in zip(lines, paths, expected):
         name, rest = line.split(": ", 1)

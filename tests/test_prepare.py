@@ -13,6 +13,7 @@ import torch
 from stages import cifar, prepare
 from stages.cifar import TEST_FILE, TRAIN_FILES
 from stages.common import StageError
+from stages.prepared import load_split
 from tests.cifar_archive import (CLASSES, ROOT, batch_bytes, fake_official_md5s, make_images, official_members,
                                  py2_pickle)
 from tests.conftest import write_params
@@ -55,7 +56,15 @@ def run(tmp_path: Path, members: dict[str, bytes], **dotted) -> Path:
 
 
 def load(out: Path, split: str) -> dict:
-    return torch.load(out / f"{split}.pt", weights_only=True)
+    """A split as train and evaluate see it: normalized where it is loaded."""
+    return load_split(out / f"{split}.pt", torch.device("cpu"))
+
+
+def float_path_of_before(images: np.ndarray, mean: list[float], std: list[float]) -> torch.Tensor:
+    """What prepare cached before it cached uint8: its normalize(), kept here as the reference."""
+    x = torch.from_numpy(images).float().div_(255)
+    x.sub_(torch.tensor(mean).view(1, 3, 1, 1)).div_(torch.tensor(std).view(1, 3, 1, 1))
+    return x
 
 
 def expected(pixels: np.ndarray, mean=0.5, std=0.5) -> torch.Tensor:
@@ -77,13 +86,35 @@ def test_outputs_have_the_documented_format(tmp_path, members):
     assert sorted(p.name for p in out.iterdir()) == ["test.pt", "train.pt", "val.pt"]
     assert [p.name for p in out.parent.iterdir()] == ["prepared"]  # no temporary folder left
     for split, n in [("train", N_TRAIN), ("val", 0), ("test", N_TEST)]:
-        record = load(out, split)
-        assert record["images"].dtype == torch.float32
+        record = torch.load(out / f"{split}.pt", weights_only=True)
+        assert record["images"].dtype == torch.uint8  # a quarter of float32's bytes; normalized where loaded
         assert record["images"].shape == (n, 3, 32, 32)
+        assert load(out, split)["images"].dtype == torch.float32
         assert record["labels"].dtype == torch.int64
         assert record["labels"].shape == (n,)
         assert record["classes"] == CLASSES
         assert record["mean"] == [0.5] * 3 and record["std"] == [0.5] * 3
+
+
+@pytest.mark.parametrize("mean, std", [(0.5, 0.5), ([0.4914, 0.4822, 0.4465], [0.247, 0.2435, 0.2616]),
+                                       ("train", "train")])
+def test_normalized_on_load_bit_for_bit_as_the_float_cache_was(tmp_path, members, mean, std):
+    out = run(tmp_path, members, **{"prepare.mean": mean, "prepare.std": std, "prepare.val_size": 20})
+    x_train, _ = raw_split(members, TRAIN_FILES)
+    train_idx, val_idx = prepare.split_off(N_TRAIN, 20, 0)
+    stats = load(out, "train")
+    for split, pixels in [("train", x_train[train_idx]), ("val", x_train[val_idx]),
+                          ("test", raw_split(members, (TEST_FILE,))[0])]:
+        before = float_path_of_before(pixels.reshape(-1, 3, 32, 32), stats["mean"], stats["std"])
+        assert torch.equal(load(out, split)["images"], before), split
+
+
+def test_a_float_cache_of_before_is_refused_with_what_to_do(tmp_path):
+    torch.save({"images": torch.zeros(2, 3, 32, 32), "labels": torch.zeros(2, dtype=torch.int64)},
+               tmp_path / "train.pt")
+    with pytest.raises(StageError, match=r"train\.pt: holds torch\.float32 images, written before prepare cached "
+                                         r"uint8 pixels; run the prepare stage again \(dvc repro\)"):
+        load_split(tmp_path / "train.pt", torch.device("cpu"))
 
 
 def test_values_and_labels_follow_the_batch_files_in_order(tmp_path, members):

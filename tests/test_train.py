@@ -14,6 +14,7 @@ from stages.common import StageError, choose_device
 from stages.models import MLP, build_model, model_spec
 from stages.optimizers import make_optimizers
 from stages.params import parse_params
+from stages.prepared import load_split
 from stages.whitening import whitening_filters
 from tests.conftest import params_dict, write_params
 
@@ -228,7 +229,7 @@ def test_airbench_run_saves_whitening_filters_of_the_training_images(tmp_path, p
     assert effective["model"]["widths"] == [8, 16, 16] and effective["model"]["width"] == 64
     state = weights(out["model.pth"])
     build_model(model_spec(meta), 10).load_state_dict(state)
-    images = torch.load(prepared / "train.pt", weights_only=True)["images"]
+    images = load_split(prepared / "train.pt", torch.device("cpu"))["images"]
     # Frozen after init: neither the optimizers nor lookahead's averaging move them.
     assert torch.equal(state["whiten.weight"], whitening_filters(images, 2, 5e-4))
 
