@@ -13,6 +13,8 @@ import yaml
 
 from tests.conftest import PROJECT
 
+pytestmark = pytest.mark.e2e  # starts node and shellcheck
+
 WORKFLOWS = sorted((PROJECT / ".github/workflows").glob("*.yml"))
 SHELL_SCRIPTS = [PROJECT / ".ci/run", *(PROJECT / p for p in subprocess.run(
     ["git", "ls-files", "*.sh"], cwd=PROJECT, capture_output=True, text=True).stdout.split())]
