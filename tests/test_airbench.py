@@ -144,6 +144,7 @@ def _ddp_rank(rank: int, world: int, init: str, out: str) -> None:
     torch_dist.destroy_process_group()
 
 
+@pytest.mark.e2e  # two spawned rank processes
 def test_ddp_ranks_keep_lookahead_weights_in_sync(tmp_path):
     import torch.multiprocessing as mp
 

@@ -8,7 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import PROJECT
+
+pytestmark = pytest.mark.e2e  # a benchmark process and its stage
 
 # A benchmark in miniature: a scratch folder whose one stage runs until it is stopped.
 BENCHMARK = '''

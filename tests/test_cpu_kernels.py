@@ -21,6 +21,7 @@ from tests.conftest import PROJECT
 
 AVX2_CAP = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
 AVX2_OR_LESS = ("AVX2", "DEFAULT", "NO AVX")  # torch.backends.cpu.get_cpu_capability() below AVX512
+pytestmark = pytest.mark.e2e  # the training tests again, in a pytest process of their own
 CAPPED_TESTS = ["tests/test_train.py", "tests/test_precision.py", "tests/test_models.py"]
 
 

@@ -53,6 +53,7 @@ def run_stage(tmp_path, prepared, nproc):
     return out, result.stderr
 
 
+@pytest.mark.e2e  # torchrun and two ranks: processes of their own
 def test_two_gloo_processes_train_the_same_model_as_one(tmp_path, prepared):
     one, _ = run_stage(tmp_path, prepared, 1)
     two, log = run_stage(tmp_path, prepared, 2)

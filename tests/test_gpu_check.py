@@ -48,6 +48,7 @@ def smoke(tmp_path_factory):
     return run_check(tmp_path_factory.mktemp("gpu_check"), "--budget-s", "3600", *tool, timeout=1800)
 
 
+@pytest.mark.e2e
 def test_smoke_run_exits_cleanly_and_reports_every_part(smoke):
     proc, report, _ = smoke
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -58,6 +59,7 @@ def test_smoke_run_exits_cleanly_and_reports_every_part(smoke):
                for p in report["parts"].values())
 
 
+@pytest.mark.e2e
 def test_smoke_parts_pass_or_say_why_they_skipped(smoke):
     _, report, _ = smoke
     parts = report["parts"]
@@ -71,6 +73,7 @@ def test_smoke_parts_pass_or_say_why_they_skipped(smoke):
     assert parts["determinism"]["figures"]["identical"] is True
 
 
+@pytest.mark.e2e
 @pytest.mark.skipif(not HAVE_AIRBENCH, reason="airbench is not installed (pip install -e '.[test]' installs it)")
 def test_smoke_runs_airbench_own_code_without_cuda(smoke):
     """Without CUDA the airbench part runs the installed package's train94 on the CPU (airbench_runs.py --cpu):
@@ -90,6 +93,7 @@ def test_smoke_runs_airbench_own_code_without_cuda(smoke):
                for line in text.splitlines())
 
 
+@pytest.mark.e2e
 def test_smoke_builds_its_archive_with_the_mirror_tool_when_there_is_one(smoke):
     _, report, _ = smoke
     mirror = report["parts"]["mirror"]["figures"]
@@ -99,6 +103,7 @@ def test_smoke_builds_its_archive_with_the_mirror_tool_when_there_is_one(smoke):
     assert len(mirror["md5"]) == 32 and mirror["expected_md5"] is None
 
 
+@pytest.mark.e2e
 def test_smoke_figures_are_numbers(smoke):
     _, report, _ = smoke
     fast = report["parts"]["fast_gpu"]["figures"]
@@ -119,6 +124,7 @@ def test_smoke_figures_are_numbers(smoke):
             assert cell["compile"] and cell["status"] == "skipped" and "compile" in cell["reason"]
 
 
+@pytest.mark.e2e
 def test_smoke_table_has_a_line_per_part_and_per_model_cell(smoke):
     _, report, text = smoke
     lines = text.splitlines()
@@ -129,6 +135,7 @@ def test_smoke_table_has_a_line_per_part_and_per_model_cell(smoke):
     assert text.strip() in smoke[0].stdout  # printed too
 
 
+@pytest.mark.e2e
 def test_time_guard_skips_what_does_not_fit_and_still_writes_the_report(tmp_path):
     proc, report, text = run_check(tmp_path, "--budget-s", "0", timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -137,6 +144,7 @@ def test_time_guard_skips_what_does_not_fit_and_still_writes_the_report(tmp_path
     assert "skipped" in text
 
 
+@pytest.mark.e2e
 def test_sigterm_writes_the_table_and_json_of_the_parts_finished_and_exits_143(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "OUT"}
     proc = subprocess.Popen([sys.executable, str(SCRIPT), "--smoke", "--out", str(tmp_path), "--budget-s", "3600"],
@@ -160,6 +168,7 @@ def test_sigterm_writes_the_table_and_json_of_the_parts_finished_and_exits_143(t
     assert "Traceback" not in output
 
 
+@pytest.mark.e2e
 def test_only_runs_the_parts_asked_for(tmp_path):
     proc, report, _ = run_check(tmp_path, "--only", "models", timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -24,7 +24,6 @@ from tests.cifar_archive import CLASSES
 from tests.conftest import PROJECT
 from tests.e2e_support import ENV, make_project, ran, sh
 
-pytestmark = pytest.mark.e2e
 pytest_plugins = ["tests.conftest_e2e"]
 SCRIPT = PROJECT / ".github/scripts/pr_check.py"
 # The subset overrides for the tiny archive: train.optim.epochs as committed (2), and a gate floor.
@@ -104,6 +103,7 @@ def check(origin: tuple[Path, Path], tmp_path: Path, pr: str, base: str) -> tupl
     return result.returncode, output, summary, out
 
 
+@pytest.mark.e2e
 def test_passing_pr_with_a_committed_lock(origin, tmp_path):
     code, output, summary, out = check(origin, tmp_path, "pr-pass", "main")
     assert code == 0, output
@@ -132,6 +132,7 @@ def test_passing_pr_with_a_committed_lock(origin, tmp_path):
     assert "Test accuracy per class" in (out / "plots/index.html").read_text()
 
 
+@pytest.mark.e2e
 def test_pr_whose_accuracy_drops_fails_with_the_reason(origin, tmp_path):
     code, output, summary, _ = check(origin, tmp_path, "pr-drop", "main")
     assert code == 1
@@ -141,6 +142,7 @@ def test_pr_whose_accuracy_drops_fails_with_the_reason(origin, tmp_path):
     assert "| train.optim.lr | 0.001 | 1e-06 |" in summary
 
 
+@pytest.mark.e2e
 def test_pr_adding_the_params_key_the_overrides_set_has_no_baseline_and_passes(origin, tmp_path):
     code, output, summary, out = check(origin, tmp_path, "pr-adds-gate", "old-main")
     assert code == 0, output
@@ -151,6 +153,7 @@ def test_pr_adding_the_params_key_the_overrides_set_has_no_baseline_and_passes(o
     assert not (out / "baseline").exists()
 
 
+@pytest.mark.e2e
 def test_first_pr_without_a_pipeline_on_main_has_no_baseline_and_passes(origin, tmp_path):
     code, output, summary, _ = check(origin, tmp_path, "pr-first", "empty")
     assert code == 0, output
@@ -158,6 +161,7 @@ def test_first_pr_without_a_pipeline_on_main_has_no_baseline_and_passes(origin, 
     assert "PASS accuracy" in summary
 
 
+@pytest.mark.e2e
 def test_stale_committed_lock_fails_before_anything_runs(origin, tmp_path):
     code, output, summary, out = check(origin, tmp_path, "pr-stale", "main")
     assert code == 1
@@ -197,6 +201,7 @@ def test_overrides_may_change_values_never_add_keys():
     assert script.missing_keys(params, keys) == ["train.lr", "gate.max_drop", "gate.min_accuracy.x", "x.y"]
 
 
+@pytest.mark.e2e
 def test_a_bad_override_stops_the_check_with_its_reason(origin, tmp_path):
     repo, _ = origin
     clone = tmp_path / "clone"
