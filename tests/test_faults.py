@@ -85,6 +85,7 @@ def same_run(a, b) -> None:
         assert (a / "live/plots/metrics" / name).read_text() == (b / "live/plots/metrics" / name).read_text()
 
 
+@pytest.mark.e2e  # stage processes of its own
 @pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)], ids=["SIGTERM", "SIGINT"])
 def test_stop_signal_during_training_keeps_the_checkpoint_and_the_rerun_resumes_bit_for_bit(
         tmp_path, prepared, uninterrupted, sig, code):
@@ -125,6 +126,7 @@ SLOW_PREPARE = ("import sys, time; from stages import common, prepare; save = pr
                 "common.run_stage('prepare', prepare.main)")
 
 
+@pytest.mark.e2e  # stage processes of its own
 def test_sigterm_during_prepare_leaves_the_previous_output_and_a_rerun_finishes(tmp_path, prepared):
     raw = prepared.parent / "raw"
     params = write_params(tmp_path / "params.yaml", **{"prepare.val_size": 40})
@@ -151,6 +153,7 @@ def test_sigterm_during_prepare_leaves_the_previous_output_and_a_rerun_finishes(
 
 # ---------------------------------------------------------------- a full disk
 
+@pytest.mark.e2e  # stage processes of its own
 def test_file_size_limit_while_prepare_writes_is_one_error_and_keeps_the_previous_output(tmp_path, prepared):
     params = write_params(tmp_path / "params.yaml", **{"prepare.val_size": 40})
     out = tmp_path / "prepared"
@@ -184,6 +187,7 @@ def crash_after(epochs_done, tmp_path, prepared, monkeypatch, checkpoint, settin
     monkeypatch.setattr(trainer, "train_epoch", real_epoch)
 
 
+@pytest.mark.e2e  # stage processes of its own
 def test_file_size_limit_while_saving_a_checkpoint_stops_and_keeps_the_last_one(tmp_path, prepared, monkeypatch):
     checkpoint = tmp_path / "ckpt/train.pt"
     crash_after(1, tmp_path / "a", prepared, monkeypatch, checkpoint, SIGNAL_TRAIN)
