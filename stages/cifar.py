@@ -1,6 +1,7 @@
 """The layout of the official `cifar-10-python.tar.gz`, shared by download and prepare."""
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 ARCHIVE_NAME = "cifar-10-python.tar.gz"
@@ -21,21 +22,36 @@ CIFAR100_FILES = (CIFAR100_META, CIFAR100_TRAIN, CIFAR100_TEST)
 CIFAR100_LABELS = {"fine": ("fine_labels", "fine_label_names"), "coarse": ("coarse_labels", "coarse_label_names")}
 
 
-def official_md5s() -> dict[str, str]:
-    """The md5 of each official batch file, as torchvision's CIFAR10 class checks them."""
-    from torchvision.datasets import CIFAR10
+# The md5 of each official batch file: torchvision's CIFAR10 class checks the same list
+# (train_list, test_list, meta; tests/test_download.py compares them), written out here so that the
+# data stages need not import torchvision, and with it torch, only to read it.
+OFFICIAL_MD5S = {
+    "data_batch_1": "c99cafc152244af753f735de768cd75f", "data_batch_2": "d4bba439e000b95fd0a9bffe97cbabec",
+    "data_batch_3": "54ebc095f3ab1f0389bbae665268c751", "data_batch_4": "634d18415352ddfa80567beed471001a",
+    "data_batch_5": "482c414d41f54cd18b22e5b47cb7c3cb", "test_batch": "40351d587109b95175f43aff81a1287e",
+    "batches.meta": "5ff9c542aee3614f3951f8cda6e48888",
+}
 
-    listed = [*CIFAR10.train_list, *CIFAR10.test_list, (CIFAR10.meta["filename"], CIFAR10.meta["md5"])]
-    return {name: md5 for name, md5 in listed}
+
+def official_md5s() -> dict[str, str]:
+    """The md5 of each official batch file (OFFICIAL_MD5S)."""
+    return dict(OFFICIAL_MD5S)
+
+
+def file_md5(path: Path, chunk: int = 1 << 20) -> str:
+    """A file's md5, read in 1 MiB chunks."""
+    digest = hashlib.md5(usedforsecurity=False)
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def differing_files(folder: Path) -> list[str]:
     """The batch files in `folder` (REQUIRED_FILES order) whose md5 is not the official one's;
     [] for the official CIFAR-10 data. A mirror that re-encodes the images differs in every file."""
-    from torchvision.datasets.utils import calculate_md5
-
     official = official_md5s()
-    return [name for name in REQUIRED_FILES if calculate_md5(folder / name) != official.get(name)]
+    return [name for name in REQUIRED_FILES if file_md5(folder / name) != official.get(name)]
 
 
 def describe_data(differing: list[str]) -> str:

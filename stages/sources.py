@@ -12,7 +12,7 @@ EXPECTED = {
     "cifar100": f"{CIFAR100_DIR}/ holding {', '.join(CIFAR100_FILES)}",
     "imagefolder": "train/<class>/<image files> (and test/<class>/...), at the top or inside one folder",
 }
-# imagefolder archives: the suffixes torchvision's extract_archive reads
+# imagefolder archives: the suffixes the download stage unpacks (a zip, or a gzipped tar)
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".zip")
 
 
@@ -54,7 +54,7 @@ def layout_root(root: Path, source: str, where: str) -> Path:
 
 
 def archive_name(url: str, source: str) -> str:
-    """The file name an archive is saved under: its suffix tells extract_archive how to unpack it."""
+    """The file name an archive is saved under: its suffix tells the download stage how to unpack it."""
     if source == "cifar10":
         return ARCHIVE_NAME
     if source == "cifar100":

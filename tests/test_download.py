@@ -4,6 +4,8 @@ from __future__ import annotations
 import functools
 import hashlib
 import re
+import subprocess
+import sys
 import threading
 import time
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -326,7 +328,17 @@ def test_batch_files_are_compared_with_the_official_md5s(archive_params, out, me
 def test_official_list_is_torchvision_cifar10s():
     from torchvision.datasets import CIFAR10
 
-    official = cifar.official_md5s()
+    official = cifar.official_md5s()  # written out in stages/cifar.py, so download never imports torchvision
     assert set(official) == set(REQUIRED_FILES)
-    assert official["data_batch_3"] == dict(CIFAR10.train_list)["data_batch_3"]
+    listed = [*CIFAR10.train_list, *CIFAR10.test_list, (CIFAR10.meta["filename"], CIFAR10.meta["md5"])]
+    assert official == dict(listed)
     assert official["test_batch"] == "40351d587109b95175f43aff81a1287e"  # the file every CIFAR-10 paper tests on
+
+
+@pytest.mark.e2e  # a Python process of its own: this one has torch loaded already
+def test_the_stage_starts_without_importing_torch():
+    # torch and torchvision take about 5 s to import on 2 cores; only an http(s) download needs torchvision
+    check = ("import sys, stages.download; "
+             "assert not {'torch', 'torchvision'} & set(sys.modules), sorted(m for m in sys.modules if 'torch' in m)")
+    result = subprocess.run([sys.executable, "-c", check], cwd=PROJECT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr

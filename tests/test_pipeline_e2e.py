@@ -37,12 +37,29 @@ def test_first_repro_runs_every_stage_and_writes_every_output(first_run):
     assert not (project / "data/checkpoints/train.pt").exists()  # a finished run leaves none behind
 
 
+# second_run's learning rate (first_run's is TRAIN's 0.001): one of the queued sweep's values, so that
+# the sweep finds that point in the run cache, and the -j 2 queue test's reference for that experiment.
+SECOND_LR = 0.002
+# recipe_run's overrides: the resnet-cpu recipe narrowed to the tiny archive, 1 epoch.
+RECIPE_SWITCH = ("-S", "train.recipe=resnet-cpu", "-S", "train.model.width=4", "-S", "train.optim.batch_size=32",
+                 "-S", "train.numerics.precision=fp32", "-S", "train.optim.epochs=1")
+
+
 @pytest.fixture(scope="module")
 def second_run(first_run, tmp_path_factory) -> Run:
-    """A copy of first_run after train.optim.lr 0.001 -> 0.0005 (not committed) and `dvc repro`."""
+    """A copy of first_run after train.optim.lr 0.001 -> SECOND_LR (not committed) and `dvc repro`.
+    Shared: never change it; copy it (copy_project) first."""
     project = copy_project(first_run.root, tmp_path_factory.mktemp("second_run") / "project")
-    set_params(project, **{"train.optim.lr": 0.0005})
+    set_params(project, **{"train.optim.lr": SECOND_LR})
     return Run(project, sh(project, "dvc", "repro"))
+
+
+@pytest.fixture(scope="module")
+def recipe_run(first_run, tmp_path_factory) -> Run:
+    """A copy of first_run after `dvc exp run` with RECIPE_SWITCH. Shared: only read-only dvc commands
+    (exp show, params diff) run in it; copy it (copy_project) to change anything."""
+    project = copy_project(first_run.root, tmp_path_factory.mktemp("recipe_run") / "project")
+    return Run(project, sh(project, "dvc", "exp", "run", *RECIPE_SWITCH))
 
 
 def test_repro_skip_rerun_diff_and_repeatability(first_run, second_run, ran_project, tmp_path):
@@ -69,17 +86,18 @@ def test_repro_skip_rerun_diff_and_repeatability(first_run, second_run, ran_proj
     assert not rendered.get("errors"), rendered.get("errors")
 
     # Same params and seed on the CPU: a forced re-run trains every epoch afresh (the finished run's
-    # checkpoint is gone) and writes identical metrics (on the same machine and torch build).
+    # checkpoint is gone) and writes identical metrics (on the same machine and torch build). Forced
+    # from train on: the data stages only unpack and convert (test_first_repro... covers them running).
     sh(project, "git", "checkout", "params.yaml")
-    out = sh(project, "dvc", "repro", "--force")
-    assert ran(out) == set(STAGES)
+    out = sh(project, "dvc", "repro", "--force", "--single-item", "train", "evaluate")
+    assert ran(out) == {"train", "evaluate"}
     assert "epoch 1/2 loss" in out and "epoch 2/2 loss" in out and "resuming" not in out
     assert not (project / "data/checkpoints/train.pt").exists()
     assert (project / "metrics/metrics.json").read_bytes() == (first_run.root / "metrics/metrics.json").read_bytes()
 
 
 def test_run_cache_restores_training_for_params_seen_before(first_run, second_run, tmp_path):
-    # first_run trained with train.optim.lr 0.001 (params A), second_run then with 0.0005 (B)
+    # first_run trained with train.optim.lr 0.001 (params A), second_run then with SECOND_LR (B)
     assert "epoch 1/2 loss" in first_run.output and "epoch 1/2 loss" in second_run.output  # both trained
     metrics_a = (first_run.root / "metrics/metrics.json").read_bytes()
     project = copy_project(second_run.root, tmp_path / "project")
@@ -129,11 +147,9 @@ def test_failing_stage_leaves_no_finished_looking_output(tmp_path, archive):
     assert not (project / "dvc.lock").exists()
 
 
-def test_recipe_switch_with_exp_run_records_the_recipe_in_dvc_lock(ran_project):
-    project = ran_project
-    out = sh(project, "dvc", "exp", "run", "-S", "train.recipe=resnet-cpu", "-S", "train.model.width=4",
-             "-S", "train.optim.batch_size=32", "-S", "train.numerics.precision=fp32", "-S", "train.optim.epochs=1")
-    assert ran(out) == {"train", "evaluate"}
+def test_recipe_switch_with_exp_run_records_the_recipe_in_dvc_lock(recipe_run):
+    project = recipe_run.root  # after dvc exp run RECIPE_SWITCH
+    assert ran(recipe_run.output) == {"train", "evaluate"}
     lock = yaml.safe_load((project / "dvc.lock").read_text())
     locked = lock["stages"]["train"]["params"]["params.yaml"]
     assert locked["train"]["recipe"] == "resnet-cpu" and locked["train"]["model"]["width"] == 4
@@ -163,15 +179,17 @@ def test_recipe_switch_with_exp_run_records_the_recipe_in_dvc_lock(ran_project):
     assert (diff["optim.label_smoothing"]["old"], diff["optim.label_smoothing"]["new"]) == (0.0, 0.2)
 
 
-def test_queued_sweep_gate_and_ci_summary(ran_project):
-    project = ran_project  # the committed baseline run: train.optim.lr 0.001, seed 0
+def test_queued_sweep_gate_and_ci_summary(second_run, tmp_path):
+    project = copy_project(second_run.root, tmp_path / "project")
+    sh(project, "git", "commit", "-qam", "second run")  # the baseline run: train.optim.lr SECOND_LR, seed 0
     base = project / "base-metrics.json"
     shutil.copy(project / "metrics/metrics.json", base)
     base_confusion = project / "base-confusion.csv"
     shutil.copy(project / "metrics/confusion.csv", base_confusion)
 
     # DVC 3.67's Hydra sweeper expands range(0,2) to seeds 0 and 1: a 2 x 2 grid, whose (0.001, 0)
-    # the run cache restores from the baseline run
+    # and (SECOND_LR, 0) the run cache restores from first_run and second_run
+    assert SECOND_LR == 0.002
     sh(project, "dvc", "exp", "run", "--queue", "-S", "train.optim.lr=0.001,0.002", "-S",
        "train.numerics.seed=range(0,2)")
     run_queue(project)  # dvc exp run --run-all -j 1
@@ -280,23 +298,28 @@ def without_timing(metrics: dict) -> dict:
     return {path: {k: v for k, v in data.items() if k not in timing} for path, data in metrics.items()}
 
 
-def test_two_queued_experiments_run_at_once_each_match_the_same_experiment_run_alone(first_run, tmp_path):
-    # Two experiments the run cache has not seen, 1 epoch each: one after the other in the workspace...
-    settings = [["-S", f"train.optim.lr={lr}", "-S", "train.optim.epochs=1"] for lr in ("0.002", "0.003")]
-    alone = copy_project(first_run.root, tmp_path / "alone")
-    for overrides in settings:
-        sh(alone, "dvc", "exp", "run", *overrides)
+def test_two_queued_experiments_run_at_once_each_match_the_same_experiment_run_alone(first_run, second_run,
+                                                                                      recipe_run, tmp_path):
+    # Two experiments that first_run's run cache has not seen, each already run alone in a copy of
+    # first_run: SECOND_LR (second_run, `dvc repro` in the workspace, 2 epochs) and the resnet-cpu recipe
+    # (recipe_run, `dvc exp run` in the workspace, 1 epoch)...
+    alone = {SECOND_LR: {name: json.loads((second_run.root / name).read_text())
+                         for name in ("metrics/metrics.json", "metrics/train.json", "metrics/live/metrics.json")},
+             **experiments(recipe_run.root)}
+    assert set(alone) == {SECOND_LR, 0.001}  # the recipe run keeps TRAIN's train.optim.lr
     # ...and both queued, then run by two workers at once, each in its own copy under .dvc/tmp/exps
     queued = copy_project(first_run.root, tmp_path / "queued")
-    for overrides in settings:
-        sh(queued, "dvc", "exp", "run", "--queue", *overrides)
+    sh(queued, "dvc", "exp", "run", "--queue", "-S", f"train.optim.lr={SECOND_LR}")
+    sh(queued, "dvc", "exp", "run", "--queue", *RECIPE_SWITCH)
     workspace = workspace_files(queued)
     run_queue(queued, jobs=2)
-    ran_alone, ran_at_once = experiments(alone), experiments(queued)
-    assert set(ran_at_once) == set(ran_alone) == {0.002, 0.003}
+    ran_at_once = experiments(queued)
+    assert set(ran_at_once) == set(alone)
     for lr, metrics in ran_at_once.items():  # identical, on the CPU: nothing shared between the two
-        assert without_timing(metrics) == without_timing(ran_alone[lr]), lr
-        assert metrics["metrics/live/metrics.json"]["step"] == 1  # each its own DVCLive folder, one epoch once
+        assert without_timing(metrics) == without_timing(alone[lr]), lr
+        epochs = metrics["metrics/train.json"]["epochs"]
+        assert epochs == (2 if lr == SECOND_LR else 1)
+        assert metrics["metrics/live/metrics.json"]["step"] == epochs  # each its own DVCLive folder, each epoch once
         assert metrics["metrics/live/metrics.json"]["train"]["loss"] == metrics["metrics/train.json"]["train_loss"]
     # The workspace saw neither run: no checkpoint, DVCLive record or temporary file of theirs
     assert workspace_files(queued) == workspace
