@@ -52,6 +52,16 @@ TRAIN = {"train.optim.epochs": 2, "train.optim.lr": 0.001, "train.optim.momentum
          "train.augment.flip": "alternate", "train.augment.crop_pad": 2, "train.numerics.device": "cpu"}
 
 
+# The learning rate of tests/conftest_e2e.py's second_run (the first run's is TRAIN's 0.001): one of
+# the queued sweep's values, so that the sweep finds that point in the run cache.
+SECOND_LR = 0.002
+# What recipe_run sets: the resnet-cpu recipe narrowed to the tiny archive (7 steps an epoch), for
+# enough epochs that a watcher sees the live metrics change while train runs.
+RECIPE_EPOCHS = 4
+RECIPE_SWITCH = ("-S", "train.recipe=resnet-cpu", "-S", "train.model.width=4", "-S", "train.optim.batch_size=32",
+                 "-S", "train.numerics.precision=fp32", "-S", f"train.optim.epochs={RECIPE_EPOCHS}")
+
+
 def make_project(root: Path, archive: tuple[Path, str], **dotted) -> Path:
     """A git repo holding a copy of the project, its params pointed at the tiny archive, TRAIN set."""
     for item in COPIED:
@@ -85,6 +95,84 @@ def copy_project(src: Path, dst: Path) -> Path:
     """A private copy of a scratch project: workspace, git history, DVC cache and run cache."""
     shutil.copytree(src, dst, symlinks=True)
     return dst
+
+
+@dataclass(frozen=True)
+class WatchedRun(Run):
+    """A run of `dvc exp run` whose train stage was watched (watch_live)."""
+
+    reported: list[int]  # the epoch `dvc metrics show` reported at each new epoch while train ran
+    in_exp_show: tuple[int, int] | None  # (that epoch, the workspace row's of `dvc exp show`), asked once
+    exp_show: list[dict]  # `dvc exp show --json` once the run had finished
+
+
+def live_step(project: Path) -> int | None:
+    """The epoch DVC reports for the running experiment (`dvc metrics show` in the workspace)."""
+    result = subprocess.run(["dvc", "metrics", "show", "--json"], cwd=project, env=ENV, capture_output=True,
+                            text=True)  # stderr: a warning while train.json is being remade
+    assert result.returncode == 0, result.stderr
+    shown = json.loads(result.stdout)  # keyed by revision; "" is the workspace
+    data = shown.get("", {}).get("data", {}).get("metrics/live/metrics.json", {}).get("data")
+    return data.get("step") if data else None
+
+
+def exp_show(project: Path) -> list[dict]:
+    """`dvc exp show --json`, parsed."""
+    return json.loads(sh(project, "dvc", "exp", "show", "--json"))
+
+
+def workspace_step(shown: list[dict]) -> int:
+    """The epoch in the workspace row of `dvc exp show --json`."""
+    workspace = next(row for row in shown if row["rev"] == "workspace")
+    return workspace["data"]["metrics"]["metrics/live/metrics.json"]["data"]["step"]
+
+
+def file_step(path: Path) -> int:
+    try:
+        return json.loads(path.read_text())["step"]
+    except (OSError, ValueError, KeyError):  # not there yet, or caught mid-write
+        return 0
+
+
+def watch_live(project: Path, *args: str) -> WatchedRun:
+    """`dvc exp run ARGS`, asking DVC for the live metrics whenever the train stage finishes an epoch.
+
+    Whenever the live file shows a new epoch, the run is frozen (dvc and the stage: one process
+    group) while DVC is asked, so that slow `dvc metrics show` calls on a busy machine cannot
+    outlast training. Stops asking once two epochs were reported.
+    """
+    train_json, live_json = project / "metrics/train.json", project / "metrics/live/metrics.json"
+    reported, last, in_exp_show = [], 0, None
+    with tempfile.TemporaryFile("w+") as log:
+        proc = subprocess.Popen(["dvc", "exp", "run", *args], cwd=project, env=ENV, stdout=log,
+                                stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        deadline = time.monotonic() + 600
+        try:
+            while proc.poll() is None and len(set(reported)) < 2 and time.monotonic() < deadline:
+                step = file_step(live_json)
+                if step <= last or train_json.exists():  # train.json: deleted before train runs, written at its end
+                    time.sleep(0.02)
+                    continue
+                os.killpg(proc.pid, signal.SIGSTOP)
+                try:
+                    if not train_json.exists():
+                        shown = live_step(project)
+                        if shown:
+                            reported.append(shown)
+                            if in_exp_show is None:
+                                in_exp_show = (shown, workspace_step(exp_show(project)))
+                        last = step
+                finally:
+                    os.killpg(proc.pid, signal.SIGCONT)
+            code = proc.wait(timeout=600)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        log.seek(0)
+        output = log.read()
+    assert code == 0, f"dvc exp run {' '.join(args)} failed:\n{output}"
+    return WatchedRun(project, output, reported, in_exp_show, exp_show(project))
 
 
 # dvc-task's record of a queue worker (numbered from 1): {"pid": ..., "returncode": null until it exits, ...}

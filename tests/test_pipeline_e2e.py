@@ -19,7 +19,8 @@ import pytest
 import yaml
 
 from tests.cifar_archive import CLASSES
-from tests.e2e_support import ENV, STAGES, Run, copy_project, make_project, ran, run_queue, set_params, sh
+from tests.e2e_support import (ENV, RECIPE_EPOCHS, RECIPE_SWITCH, SECOND_LR, STAGES, copy_project, make_project, ran,
+                               run_queue, set_params, sh)
 
 pytestmark = pytest.mark.e2e
 pytest_plugins = ["tests.conftest_e2e"]
@@ -35,31 +36,6 @@ def test_first_repro_runs_every_stage_and_writes_every_output(first_run):
     assert (project / "data/model.pth").is_file() and (project / "data/prepared/test.pt").is_file()
     assert len((project / "metrics/confusion.csv").read_text().splitlines()) == 51
     assert not (project / "data/checkpoints/train.pt").exists()  # a finished run leaves none behind
-
-
-# second_run's learning rate (first_run's is TRAIN's 0.001): one of the queued sweep's values, so that
-# the sweep finds that point in the run cache, and the -j 2 queue test's reference for that experiment.
-SECOND_LR = 0.002
-# recipe_run's overrides: the resnet-cpu recipe narrowed to the tiny archive, 1 epoch.
-RECIPE_SWITCH = ("-S", "train.recipe=resnet-cpu", "-S", "train.model.width=4", "-S", "train.optim.batch_size=32",
-                 "-S", "train.numerics.precision=fp32", "-S", "train.optim.epochs=1")
-
-
-@pytest.fixture(scope="module")
-def second_run(first_run, tmp_path_factory) -> Run:
-    """A copy of first_run after train.optim.lr 0.001 -> SECOND_LR (not committed) and `dvc repro`.
-    Shared: never change it; copy it (copy_project) first."""
-    project = copy_project(first_run.root, tmp_path_factory.mktemp("second_run") / "project")
-    set_params(project, **{"train.optim.lr": SECOND_LR})
-    return Run(project, sh(project, "dvc", "repro"))
-
-
-@pytest.fixture(scope="module")
-def recipe_run(first_run, tmp_path_factory) -> Run:
-    """A copy of first_run after `dvc exp run` with RECIPE_SWITCH. Shared: only read-only dvc commands
-    (exp show, params diff) run in it; copy it (copy_project) to change anything."""
-    project = copy_project(first_run.root, tmp_path_factory.mktemp("recipe_run") / "project")
-    return Run(project, sh(project, "dvc", "exp", "run", *RECIPE_SWITCH))
 
 
 def test_repro_skip_rerun_diff_and_repeatability(first_run, second_run, ran_project, tmp_path):
@@ -158,7 +134,7 @@ def test_recipe_switch_with_exp_run_records_the_recipe_in_dvc_lock(recipe_run):
     assert meta["train_params"]["model"]["name"] == "resnet"  # the recipe's values, resolved
     assert meta["train_params"]["optim"]["label_smoothing"] == 0.2 and meta["train_params"]["model"]["width"] == 4
     assert json.loads((project / "metrics/train.json").read_text())["recipe"] == "resnet-cpu"
-    shown = json.loads(sh(project, "dvc", "exp", "show", "--json"))
+    shown = recipe_run.exp_show  # dvc exp show --json, after the run
     assert "resnet-cpu" in json.dumps(shown)
 
     # dvc exp show: each run's effective train values from data/train_params.yaml (dvc.yaml's top-level
@@ -173,7 +149,7 @@ def test_recipe_switch_with_exp_run_records_the_recipe_in_dvc_lock(recipe_run):
     assert (tutorial["model"]["name"], tutorial["optim"]["batch_size"]) == ("mlp", 4)  # the recipe's
     assert (tutorial["optim"]["lr"], tutorial["optim"]["epochs"]) == (0.001, 2)  # tests.e2e_support.TRAIN's
     assert (resnet["model"]["name"], resnet["optim"]["label_smoothing"]) == ("resnet", 0.2)  # the recipe's
-    assert (resnet["model"]["width"], resnet["optim"]["epochs"]) == (4, 1)  # set by -S
+    assert (resnet["model"]["width"], resnet["optim"]["epochs"]) == (4, RECIPE_EPOCHS)  # set by -S
     diff = json.loads(sh(project, "dvc", "params", "diff", "--json"))["data/train_params.yaml"]  # HEAD: tutorial
     assert diff["model.name"] == {"old": "mlp", "new": "resnet"}
     assert (diff["optim.label_smoothing"]["old"], diff["optim.label_smoothing"]["new"]) == (0.0, 0.2)
@@ -262,13 +238,8 @@ def test_kill_9_mid_training_then_repro_resumes_to_the_same_result(first_run, ra
         assert (killed / path).read_text() == (whole / path).read_text()
 
 
-def test_push_to_a_local_remote_then_fresh_clone_and_pull_is_up_to_date(ran_project, tmp_path):
-    project = ran_project
-    sh(project, "dvc", "remote", "add", "-d", "store", str(tmp_path / "remote"))
-    sh(project, "git", "add", "-A")
-    sh(project, "git", "commit", "-qm", "run and remote")
-    sh(project, "dvc", "push")
-
+def test_push_to_a_local_remote_then_fresh_clone_and_pull_is_up_to_date(pushed, tmp_path):
+    project = pushed  # first_run with `dvc remote add -d`, committed, `dvc push`ed
     clone = tmp_path / "clone"
     sh(tmp_path, "git", "clone", "-q", str(project), str(clone))
     assert not (clone / "data/model.pth").exists()
@@ -302,7 +273,7 @@ def test_two_queued_experiments_run_at_once_each_match_the_same_experiment_run_a
                                                                                       recipe_run, tmp_path):
     # Two experiments that first_run's run cache has not seen, each already run alone in a copy of
     # first_run: SECOND_LR (second_run, `dvc repro` in the workspace, 2 epochs) and the resnet-cpu recipe
-    # (recipe_run, `dvc exp run` in the workspace, 1 epoch)...
+    # (recipe_run, `dvc exp run` in the workspace, RECIPE_EPOCHS epochs)...
     alone = {SECOND_LR: {name: json.loads((second_run.root / name).read_text())
                          for name in ("metrics/metrics.json", "metrics/train.json", "metrics/live/metrics.json")},
              **experiments(recipe_run.root)}
@@ -318,7 +289,7 @@ def test_two_queued_experiments_run_at_once_each_match_the_same_experiment_run_a
     for lr, metrics in ran_at_once.items():  # identical, on the CPU: nothing shared between the two
         assert without_timing(metrics) == without_timing(alone[lr]), lr
         epochs = metrics["metrics/train.json"]["epochs"]
-        assert epochs == (2 if lr == SECOND_LR else 1)
+        assert epochs == (2 if lr == SECOND_LR else RECIPE_EPOCHS)
         assert metrics["metrics/live/metrics.json"]["step"] == epochs  # each its own DVCLive folder, each epoch once
         assert metrics["metrics/live/metrics.json"]["train"]["loss"] == metrics["metrics/train.json"]["train_loss"]
     # The workspace saw neither run: no checkpoint, DVCLive record or temporary file of theirs
