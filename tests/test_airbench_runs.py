@@ -4,12 +4,11 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 
 import pytest
 
+from benchmarks import recipe_time
 from benchmarks.airbench_runs import write_airbench_data
-from tests.conftest import PROJECT
 
 airbench = pytest.importorskip("airbench", reason="airbench is not installed (pip install -e '.[test]' installs it)")
 
@@ -18,9 +17,10 @@ airbench = pytest.importorskip("airbench", reason="airbench is not installed (pi
 def test_variant_93_trains_airbench_train93_on_the_cpu(tmp_path, archive):
     write_airbench_data(archive[0], tmp_path / "cifar10")
     out = tmp_path / "runs.json"
-    proc = subprocess.run([sys.executable, str(PROJECT / "benchmarks/airbench_runs.py"), "--variant", "93", "--cpu",
-                           "--epochs", "1", "--batch-size", "50", "--seeds", "0", "--json", str(out)],
-                          cwd=tmp_path, capture_output=True, text=True, env={"OMP_NUM_THREADS": "1", **os.environ})
+    # the command benchmarks/recipe_time.py --airbench 93 times, with batches that fit the tiny archive
+    command = [*recipe_time.airbench_command("93", 1, 0, out), "--batch-size", "50"]
+    proc = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True,
+                          env={"OMP_NUM_THREADS": "1", **os.environ})
     assert proc.returncode == 0, proc.stderr
     report = json.loads(out.read_text())
     assert report["variant"] == "93" and report["epochs"] == 1 and report["batch_size"] == 50
@@ -28,6 +28,8 @@ def test_variant_93_trains_airbench_train93_on_the_cpu(tmp_path, archive):
     [run] = report["runs"]
     assert run["seed"] == 0 and 0 <= run["test_accuracy"] <= 1 and run["train_seconds"] > 0
     assert "airbench seed 0:" in proc.stdout
+    assert recipe_time.airbench_seconds_per_epoch(report) == run["train_seconds"]  # 1 epoch
+    assert recipe_time.airbench_epochs("93") == 11  # what a full train93 run is projected to
 
 
 def test_an_unknown_variant_is_refused_with_the_choices(capsys):
