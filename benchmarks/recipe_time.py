@@ -11,7 +11,7 @@ Prints each recipe's projected training time and its ratio to the first one.
 --airbench 93 (or 94) adds airbench's own code to each round: the installed package's train93
 through benchmarks/airbench_runs.py --cpu (fp32 on the CPU, its own timer around training), for
 the same --epochs, projected to its own epochs (11 for train93). For the same precision on a CPU
-with native bf16, add --set train.numerics.precision=fp32: the recipes would take bf16 there.
+with native bf16, add `--set train.numerics.precision=fp32` (the recipes would take bf16 there).
 
     python benchmarks/recipe_time.py --archive /path/cifar-10-python.tar.gz --md5 182e9d6f9f54ceeea150cb85e6c574de \
         --recipes resnet-cpu cpu [--airbench 93] [--epochs 1] [--rounds 2] [--json out.json]
