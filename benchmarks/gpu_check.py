@@ -71,7 +71,7 @@ from benchmarks.airbench_runs import write_airbench_data  # noqa: E402
 from benchmarks.runner import ROOT, commit, copy_project, machine, results, run_stages  # noqa: E402
 from stages.common import Interrupted, catch_stop_signals, default_path  # noqa: E402
 from stages.params import parse_params, set_dotted  # noqa: E402
-from stages.train import file_md5  # noqa: E402
+from stages.common import file_md5  # noqa: E402
 
 FULL_MD5 = "182e9d6f9f54ceeea150cb85e6c574de"  # the mirror tool's full build (../shared/data/README.md)
 CARRY = ROOT / "cache/gpu"  # what --prepare-carry fills; the device run carries it

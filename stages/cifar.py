@@ -1,8 +1,9 @@
 """The layout of the official `cifar-10-python.tar.gz`, shared by download and prepare."""
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
+
+from .common import file_md5
 
 ARCHIVE_NAME = "cifar-10-python.tar.gz"
 ARCHIVE_DIR = "cifar-10-batches-py"  # the one top-level folder inside the archive
@@ -36,15 +37,6 @@ OFFICIAL_MD5S = {
 def official_md5s() -> dict[str, str]:
     """The md5 of each official batch file (OFFICIAL_MD5S)."""
     return dict(OFFICIAL_MD5S)
-
-
-def file_md5(path: Path, chunk: int = 1 << 20) -> str:
-    """A file's md5, read in 1 MiB chunks."""
-    digest = hashlib.md5(usedforsecurity=False)
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def differing_files(folder: Path) -> list[str]:

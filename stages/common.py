@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import json
 import logging
 import math
@@ -20,6 +21,15 @@ from .params import ParamsError, PrepareParams, channel_stats
 
 T = TypeVar("T")
 log = logging.getLogger("stages")
+
+
+def file_md5(path: Path) -> str:
+    """A file's md5, read in 1 MiB chunks."""
+    digest = hashlib.md5(usedforsecurity=False)
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 class StageError(RuntimeError):

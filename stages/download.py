@@ -32,9 +32,8 @@ from pathlib import Path
 from urllib.parse import urlparse
 from urllib.request import url2pathname
 
-from .cifar import (ARCHIVE_DIR, ARCHIVE_NAME, OPTIONAL_FILES, REQUIRED_FILES, describe_data, differing_files,
-                    file_md5)
-from .common import StageError, atomic_path, run_stage
+from .cifar import ARCHIVE_DIR, ARCHIVE_NAME, OPTIONAL_FILES, REQUIRED_FILES, describe_data, differing_files
+from .common import StageError, atomic_path, file_md5, run_stage
 from .params import DataParams, load_params
 from .sources import archive_name, layout_root, other_layout_hint
 

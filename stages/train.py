@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
 import logging
 import math
 import os
@@ -28,7 +27,7 @@ import torch
 import yaml
 from torch.nn.parallel import DistributedDataParallel
 
-from .common import (StageError, atomic_path, check_normalization, choose_device, run_stage, save_tensors,
+from .common import (StageError, atomic_path, check_normalization, choose_device, file_md5, run_stage, save_tensors,
                      write_json)
 from .distributed import Dist, launch_command, run_workers, setup, teardown
 from .flops import training_flops
@@ -41,14 +40,6 @@ from .trainer import fit, make_trainer, warm_up
 from .whitening import init_whitening
 
 log = logging.getLogger("stages")
-
-
-def file_md5(path: Path) -> str:
-    digest = hashlib.md5()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def write_effective_params(path: Path, p: TrainParams) -> None:

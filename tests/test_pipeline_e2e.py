@@ -19,8 +19,8 @@ import pytest
 import yaml
 
 from tests.cifar_archive import CLASSES
-from tests.e2e_support import (ENV, RECIPE_EPOCHS, RECIPE_SWITCH, SECOND_LR, STAGES, copy_project, make_project, ran,
-                               run_queue, set_params, sh)
+from tests.e2e_support import (ENV, RECIPE_EPOCHS, RECIPE_SWITCH, SECOND_LR, STAGES, copy_project, exp_show,
+                               make_project, ran, run_queue, set_params, sh)
 
 pytestmark = pytest.mark.e2e
 pytest_plugins = ["tests.conftest_e2e"]
@@ -252,8 +252,7 @@ def test_push_to_a_local_remote_then_fresh_clone_and_pull_is_up_to_date(pushed, 
 
 def experiments(project) -> dict[float, dict]:
     """`dvc exp show --json`'s experiments by their train.optim.lr: their metrics files, as parsed."""
-    shown = json.loads(sh(project, "dvc", "exp", "show", "--json"))
-    runs = [exp["revs"][0]["data"] for row in shown for exp in (row.get("experiments") or [])]
+    runs = [exp["revs"][0]["data"] for row in exp_show(project) for exp in (row.get("experiments") or [])]
     return {run["params"]["params.yaml"]["data"]["train"]["optim"]["lr"]:
             {name: entry["data"] for name, entry in run["metrics"].items()} for run in runs}
 
