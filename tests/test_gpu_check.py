@@ -125,6 +125,30 @@ def test_smoke_figures_are_numbers(smoke):
 
 
 @pytest.mark.e2e
+def test_smoke_says_which_data_each_fast_gpu_run_measured(smoke):
+    """The GPU rows run on the JPEG copy (the official data does not fit the device's carry): each run
+    says whether prepare found the official batch files; the tiny archive's are not."""
+    _, report, text = smoke
+    runs = report["parts"]["fast_gpu"]["figures"]["runs"]
+    assert [r["data_official"] for r in runs] == [False, False]
+    seed_lines = [line for line in text.splitlines() if line.split()[:2] in (["seed", "0"], ["seed", "1"])]
+    assert any("not the official data" in line for line in seed_lines)
+    assert gpu_check.DATA_NOTE not in report["notes"]  # the full run's note about the JPEG copy
+
+
+def test_full_run_notes_the_jpeg_copy(tmp_path):
+    """A full run (here with every part skipped by the time guard) says in its table that its figures are
+    on the JPEG copy, so none is read as an official-data figure."""
+    env = {k: v for k, v in os.environ.items() if k != "OUT"}
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--budget-s", "0", "--out", str(tmp_path)],
+                          cwd=PROJECT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads((tmp_path / "gpu_check.json").read_text())
+    assert gpu_check.DATA_NOTE in report["notes"] and "JPEG copy" in gpu_check.DATA_NOTE
+    assert f"note: {gpu_check.DATA_NOTE}" in (tmp_path / "gpu_check.txt").read_text()
+
+
+@pytest.mark.e2e
 def test_smoke_table_has_a_line_per_part_and_per_model_cell(smoke):
     _, report, text = smoke
     lines = text.splitlines()
