@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from stages.distributed import launch_command
+from stages.models import build_model, model_spec
 from tests.conftest import PROJECT, write_params
 
 
@@ -53,15 +54,36 @@ def run_stage(tmp_path, prepared, nproc):
     return out, result.stderr
 
 
+def flat(state: dict[str, torch.Tensor]) -> torch.Tensor:
+    return torch.cat([t.flatten() for t in state.values()])
+
+
+def initial_weights(meta: dict) -> torch.Tensor:
+    """The weights train starts from: its seed, then the model that model.json describes."""
+    torch.manual_seed(meta["train_params"]["numerics"]["seed"])
+    model = build_model(model_spec(meta), num_classes=meta["num_classes"], image_size=meta["image_size"])
+    return flat(model.state_dict())
+
+
 @pytest.mark.e2e  # torchrun and two ranks: processes of their own
 def test_two_gloo_processes_train_the_same_model_as_one(tmp_path, prepared):
     one, _ = run_stage(tmp_path, prepared, 1)
     two, log = run_stage(tmp_path, prepared, 2)
     assert "stages.distributed --nproc_per_node=2" in log
     assert log.count("epoch 2/2") == 1  # only rank 0 logs epochs
-    a, b = (torch.load(d / "model.pth", weights_only=True) for d in (one, two))
-    worst = max((a[k] - b[k]).abs().max().item() for k in a)  # said on failure
-    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a), worst  # same global batches, averaged gradients
+    a, b = (flat(torch.load(d / "model.pth", weights_only=True)) for d in (one, two))
+    start = initial_weights(json.loads((one / "m.json").read_text()))
+    update = (a - start).norm()
+    assert 0 < update < 0.3 * start.norm()  # `start` is the stage's own initialisation, not another draw
+    # Same global batches and averaged gradients, so the runs differ by rounding alone: each
+    # rank's matrix products see 4 rows, not 8. That stays near 1e-8 until a ReLU input within
+    # rounding of 0 changes sign, and the runs then part by about lr x one image's gradient. It
+    # depends on the CPU's kernels: 3.9e-4 for the largest weight on an AVX512 Xeon, 3e-8 on
+    # AVX2 machines. benchmarks/ddp_roundoff.py (BENCHMARKS.md section 5) emulates it at these
+    # settings: one flip left 2.0e-3 of the update, while real faults left 0.30 or more (ranks
+    # on the same shard, gradients summed, no all-reduce, a shuffle per rank).
+    difference = ((a - b).norm() / update).item()
+    assert difference < 2e-2, f"{difference:.2e} of the update (largest weight difference {(a - b).abs().max():.1e})"
     m1, m2 = (json.loads((d / "train.json").read_text()) for d in (one, two))
     assert m2["processes"] == 2 and m1["processes"] == 1
     assert m2["val_accuracy"] == pytest.approx(m1["val_accuracy"], abs=0.05)
