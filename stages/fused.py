@@ -14,9 +14,9 @@ lr schedule (which sets the group's lr before every step) applies as it does unf
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from .models import linear_by_columns
 from .params import TrainParams
 
 
@@ -31,7 +31,7 @@ class _SGDLinear(torch.autograd.Function):
         # first layer); they are not saved tensors, since backward changes them in place.
         ctx.save_for_backward(x)  # (batch, in)
         ctx.weight, ctx.bias, ctx.groups, ctx.indices = weight, bias, groups, indices
-        return F.linear(x, weight, bias)
+        return linear_by_columns(x, weight, bias)  # the product ColumnLinear takes unfused
 
     @staticmethod
     def backward(ctx, g: torch.Tensor):  # g: (batch, out) = dL/dy
@@ -74,7 +74,7 @@ def fuse_sgd(model: nn.Module, optimizer: torch.optim.Optimizer) -> int:
 
         def forward(x, layer=layer, indices=indices):
             if not torch.is_grad_enabled():  # validation, evaluation: nothing to update
-                return F.linear(x, layer.weight, layer.bias)
+                return linear_by_columns(x, layer.weight, layer.bias)
             return _SGDLinear.apply(x, layer.weight, layer.bias, optimizer.param_groups, indices)
 
         layer.forward = forward  # an instance attribute: state_dict and the saved model are unchanged
