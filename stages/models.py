@@ -58,7 +58,7 @@ def linear_by_columns(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor 
 
     At the tutorial's batch of 4 a Linear layer only streams its weights, and the CPU's GEMM
     streams W (out, in) as the left operand faster than W^T as the right one: 1.3x per MLP
-    training step on an AVX2 CPU (BENCHMARKS.md section 2). The result is a transposed view.
+    training step on an AVX2 CPU (BENCHMARKS.md section 1). The result is a transposed view.
     """
     out = weight @ x.t() if bias is None else torch.addmm(bias.unsqueeze(1), weight, x.t())
     return out.t()
@@ -68,6 +68,8 @@ class ColumnLinear(nn.Linear):
     """nn.Linear with its product taken by linear_by_columns; parameters and state_dict unchanged."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 2:  # (..., in): nn.Linear's own product
+            return super().forward(x)
         return linear_by_columns(x, self.weight, self.bias)
 
 

@@ -7,7 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from stages.models import MODELS, Airbench, Blocks, ResNet9, build_model, model_spec, predict_logits
+from stages.models import (MODELS, Airbench, Blocks, ColumnLinear, ResNet9, build_model, linear_by_columns,
+                           model_spec, predict_logits)
 from stages.params import ModelParams, parse_params
 from tests.conftest import params_dict
 
@@ -47,6 +48,30 @@ def test_airbench_widths_set_its_three_groups():
     assert model.whiten.out_channels == Airbench.WHITEN_WIDTH == 24
     assert [g.conv2.out_channels for g in model.groups] == [8, 16, 32]
     assert model.head.in_features == 32 and model.head.out_features == 10
+
+
+@pytest.mark.parametrize("batch", [1, 4, 33])
+def test_the_mlp_computes_the_tutorial_networks_function(batch):
+    """Its Linear layers take the product as (W x^T)^T: nn.Linear's outputs and gradients, to rounding."""
+    torch.manual_seed(0)
+    ours = build_model(dataclasses.replace(TUTORIAL_MODEL, name="mlp"), 10)
+    plain = nn.Sequential(nn.Linear(3072, 1024), nn.ReLU(), nn.Linear(1024, 512), nn.ReLU(), nn.Linear(512, 10))
+    plain.load_state_dict(ours.linear_relu_stack.state_dict())  # strict: the tutorial's layers, key for key
+    x = torch.randn(batch, 3, 32, 32)
+    a, b = ours(x), plain(x.flatten(1))
+    torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    a.square().sum().backward()
+    b.square().sum().backward()
+    for p, q in zip(ours.parameters(), plain.parameters()):
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=1e-5)
+
+
+def test_column_product_without_bias_and_on_more_dimensions():
+    layer = ColumnLinear(6, 3, bias=False)
+    x = torch.randn(5, 6)
+    torch.testing.assert_close(linear_by_columns(x, layer.weight, None), x @ layer.weight.t())
+    torch.testing.assert_close(layer(x), x @ layer.weight.t())
+    assert layer(torch.randn(2, 5, 6)).shape == (2, 5, 3)  # (..., in) as nn.Linear takes it
 
 
 def test_cnn_has_the_tutorial_layout():
