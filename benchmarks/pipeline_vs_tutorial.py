@@ -12,26 +12,35 @@ Runs, on the same machine in one process tree:
       cross-entropy, the same number of epochs.
 Prints test accuracy, training seconds and their ratio, and writes them as JSON.
 
+Run one after the other, the two full runs' ratio is at the mercy of the machine's drift
+(a shared CPU's speed can change by 1.5x within half an hour). So the same invocation then
+times `--rounds` one-epoch runs of each, interleaved, the order swapped every round
+(pipeline, tutorial; tutorial, pipeline; ...): a change of speed hits both alike. The ratio
+of their median seconds per epoch is `speedup_interleaved`. Each epoch does the same work,
+so it measures the same per-epoch time; the full runs give the accuracies.
+
     python benchmarks/pipeline_vs_tutorial.py --archive /path/cifar-10-python.tar.gz \
-        --md5 182e9d6f9f54ceeea150cb85e6c574de [--epochs 10] [--json out.json]
+        --md5 182e9d6f9f54ceeea150cb85e6c574de [--epochs 10] [--rounds 4] [--json out.json]
 """
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 import time
 from pathlib import Path
 
 import torch
 import torchvision
+import yaml
 from torch import nn
 from torchvision import transforms
 from torchvision.datasets.utils import check_integrity
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.runner import ROOT, commit, copy_project, machine, results, run_stages, scratch  # noqa: E402
-from stages.params import load_params  # noqa: E402
+from stages.params import load_params, set_dotted  # noqa: E402
 
 
 class NeuralNetwork(nn.Module):
@@ -100,11 +109,32 @@ def run_tutorial(batches_root: Path, epochs: int, device: torch.device) -> dict:
             else "torchvision CIFAR10 without its md5 checks (the batch files differ from the official ones)"}
 
 
+def interleaved_rounds(work: Path, rounds: int, device: torch.device) -> dict:
+    """Seconds per epoch of `rounds` one-epoch runs each of the pipeline's train stage (its own
+    train_seconds) and the tutorial's loop, interleaved, the order swapped every round."""
+    params = set_dotted(yaml.safe_load((work / "params.yaml").read_text()), {"train.optim.epochs": 1})
+    (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    seconds: dict[str, list[float]] = {"pipeline": [], "tutorial": []}
+    for round_ in range(rounds):
+        for who in ("pipeline", "tutorial")[::1 if round_ % 2 == 0 else -1]:
+            if who == "pipeline":
+                run_stages(work, only=("train",))
+                seconds[who].append(json.loads((work / "metrics/train.json").read_text())["train_seconds"])
+            else:
+                seconds[who].append(run_tutorial(work / "data", 1, device)["train_seconds"])
+            print(f"=== round {round_ + 1}/{rounds} {who}: {seconds[who][-1]:.1f} s/epoch", flush=True)
+    medians = {who: statistics.median(values) for who, values in seconds.items()}
+    return {"rounds": rounds, "seconds_per_epoch": seconds, "median_seconds_per_epoch": medians,
+            "speedup": medians["tutorial"] / medians["pipeline"]}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--archive", type=Path, required=True)
     ap.add_argument("--md5", required=True)
     ap.add_argument("--epochs", type=int, help="override both runs' epochs (default: params.yaml's)")
+    ap.add_argument("--rounds", type=int, default=4, help="interleaved one-epoch timing rounds after the full runs "
+                    "(0: none)")
     ap.add_argument("--json", type=Path, help="also write the results here")
     args = ap.parse_args()
     epochs = args.epochs or load_params(ROOT / "params.yaml").train.optim.epochs
@@ -116,13 +146,20 @@ def main() -> None:
         pipeline = {**results(work), "stages": stages}
         device = torch.device(pipeline["device"])
         tutorial = run_tutorial(work / "data", epochs, device)  # CIFAR10 looks for cifar-10-batches-py here
+        interleaved = interleaved_rounds(work, args.rounds, device) if args.rounds else None
     result = {"machine": machine(), "commit": commit(), "epochs": epochs, "pipeline": pipeline, "tutorial": tutorial,
               "speedup": tutorial["train_seconds"] / pipeline["train_seconds"],
               "accuracy_difference_points": 100 * (pipeline["test_accuracy"] - tutorial["test_accuracy"])}
+    if interleaved:
+        result |= {"interleaved": interleaved, "speedup_interleaved": interleaved["speedup"]}
     print(json.dumps(result, indent=2))
     print(f"\npipeline: {pipeline['test_accuracy']:.2%} in {pipeline['train_seconds']:.0f}s training; "
           f"tutorial loop: {tutorial['test_accuracy']:.2%} in {tutorial['train_seconds']:.0f}s; "
           f"speed-up {result['speedup']:.2f}x on {result['machine']}")
+    if interleaved:
+        m = interleaved["median_seconds_per_epoch"]
+        print(f"interleaved, {args.rounds} one-epoch rounds each: pipeline {m['pipeline']:.1f} s/epoch, "
+              f"tutorial {m['tutorial']:.1f} s/epoch (medians), speed-up {interleaved['speedup']:.2f}x")
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
 

@@ -63,6 +63,7 @@ class Trainer:
     module: nn.Module | None = None  # the plain model under a compile/DDP wrapper; None = `model` itself
     whiten_bias: nn.Parameter | None = None  # trains in epochs 1..whiten_bias_epochs only
     whiten_bias_epochs: int = 0
+    steps_after_backward: bool = True  # False when fused SGD already stepped inside backward (no gradients kept)
 
     @property
     def weights(self) -> nn.Module:
@@ -101,10 +102,11 @@ def make_trainer(p: TrainParams, model: nn.Module, steps_per_epoch: int, train_i
     if p.augment.flip == "alternate":
         flip_base = torch.rand(train_images, generator=torch.Generator().manual_seed(n.seed + FLIP_BASE_SEED)) < 0.5
     whiten_bias = model.whiten.bias if isinstance(model, Airbench) and p.model.whiten else None
+    fused = False
     if n.fused_sgd:
         world = 2 if isinstance(forward, DistributedDataParallel) else 1
         why = why_not_fused(p, model, optimizers, world)
-        if why is None:
+        if fused := why is None:
             log.info("SGD runs inside the backward pass of %d Linear layers (train.numerics.fused_sgd)",
                      fuse_sgd(model, optimizers[0]))
         else:
@@ -112,7 +114,7 @@ def make_trainer(p: TrainParams, model: nn.Module, steps_per_epoch: int, train_i
     return Trainer(forward if forward is not None else model, optimizers, lr_at, ema, lookahead,
                    o.label_smoothing, torch.bfloat16 if n.precision == "bf16" else None, p.augment.crop_pad,
                    p.augment.flip, flip_base, n.channels_last, module=model, whiten_bias=whiten_bias,
-                   whiten_bias_epochs=o.whiten_bias_epochs)
+                   whiten_bias_epochs=o.whiten_bias_epochs, steps_after_backward=not fused)
 
 
 def train_epoch(t: Trainer, images: torch.Tensor, labels: torch.Tensor, batch_size: int,
@@ -138,10 +140,8 @@ def train_epoch(t: Trainer, images: torch.Tensor, labels: torch.Tensor, batch_si
         images = images.contiguous(memory_format=torch.channels_last)
     # Set to None after backward rather than frozen with requires_grad, so a compiled graph stays valid.
     drop_whiten_grad = t.whiten_bias is not None and epoch > t.whiten_bias_epochs
-    loss_sum = torch.zeros((), device=images.device)
-    correct = torch.zeros((), dtype=torch.long, device=images.device)
-    first_bad = torch.full((), -1, dtype=torch.long, device=images.device)  # first step with a non-finite loss
-    seen = 0
+    # Per step, one op each, on the device (no host sync per step); summed after the epoch.
+    losses, predictions, targets = [], [], []
     starts = range(0, len(labels), batch_size)
     for step, start in enumerate(progress(starts, total=len(starts), desc=desc, unit="step")):
         x, y = images[start:start + batch_size], labels[start:start + batch_size]
@@ -154,30 +154,47 @@ def train_epoch(t: Trainer, images: torch.Tensor, labels: torch.Tensor, batch_si
         with t.autocast(images.device):
             logits = forward(x)
             loss = F.cross_entropy(logits, y, label_smoothing=t.label_smoothing)
-        for optimizer in t.optimizers:
-            optimizer.zero_grad(set_to_none=True)
+        if t.steps_after_backward:
+            for optimizer in t.optimizers:
+                optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if drop_whiten_grad:
             t.whiten_bias.grad = None
-        for optimizer in t.optimizers:
-            optimizer.step()
+        if t.steps_after_backward:
+            for optimizer in t.optimizers:
+                optimizer.step()
         if t.lr_at is not None:
             set_lr(t.optimizers, t.lr_at(first_step + step + 1))
         if t.ema is not None:
             t.ema.update_parameters(t.weights)
         if t.lookahead is not None:
             t.lookahead.step(first_step + step)
-        # Summed on the device: no host sync per step.
-        seen += len(y)
-        loss_sum += loss.detach().float() * len(y)
-        correct += (logits.detach().argmax(1) == y).sum()
-        first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss.detach()), step, first_bad)
+        losses.append(loss.detach())
+        predictions.append(logits.detach().argmax(1))
+        targets.append(y)
+    loss_sum, correct, first_bad, seen = epoch_totals(losses, predictions, targets, images.device)
     if all_max(first_bad, dist).item() >= 0:
         raise NonFiniteLoss(first_bad.item(), len(starts))
     # Sums over all ranks of (loss * images, correct, images trained on).
     totals = all_sum(torch.stack([loss_sum.double(), correct.double(),
                                   torch.tensor(float(seen), dtype=torch.float64, device=images.device)]), dist)
     return (totals[0] / totals[2]).item(), (totals[1] / totals[2]).item()
+
+
+def epoch_totals(losses: list[torch.Tensor], predictions: list[torch.Tensor], targets: list[torch.Tensor],
+                 device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
+    """(sum of loss x batch images, correct predictions, first step with a non-finite loss or -1, images)
+    of an epoch's per-step mean losses, predicted classes and labels, as tensors on `device`."""
+    if not losses:  # every batch skipped
+        zero = torch.zeros((), device=device)
+        return zero, zero.long(), torch.full((), -1, dtype=torch.long, device=device), 0
+    sizes = [len(y) for y in targets]
+    loss = torch.stack(losses).float()
+    bad = ~torch.isfinite(loss)
+    first_bad = torch.where(bad.any(), bad.long().argmax(), -1)
+    loss_sum = (loss.double() * torch.tensor(sizes, dtype=torch.float64, device=device)).sum()
+    correct = (torch.cat(predictions) == torch.cat(targets)).sum()
+    return loss_sum, correct, first_bad, sum(sizes)
 
 
 def sync_buffers(t: Trainer, dist: Dist) -> None:

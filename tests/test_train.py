@@ -382,3 +382,15 @@ def test_deterministic_flag_turns_on_deterministic_algorithms(tmp_path, prepared
         torch.use_deterministic_algorithms(False)
     plain = weights(run_train(tmp_path / "b", prepared, **SHORT)["model.pth"])
     assert all(torch.equal(strict[k], plain[k]) for k in plain)  # the CPU kernels were deterministic already
+
+
+def test_epoch_totals_weigh_each_step_by_its_images_and_find_the_first_non_finite_step():
+    losses = [torch.tensor(v) for v in (1.0, 2.0, 0.5)]
+    predictions = [torch.tensor([1, 2, 3, 4]), torch.tensor([0, 0, 0, 0]), torch.tensor([9, 9])]
+    targets = [torch.tensor([1, 2, 0, 0]), torch.tensor([0, 5, 0, 5]), torch.tensor([9, 1])]
+    loss_sum, correct, first_bad, seen = trainer.epoch_totals(losses, predictions, targets, torch.device("cpu"))
+    assert (loss_sum.item(), correct.item(), first_bad.item(), seen) == (4 * 1.0 + 4 * 2.0 + 2 * 0.5, 5, -1, 10)
+    bad = [torch.tensor(1.0), torch.tensor(float("inf")), torch.tensor(float("nan"))]
+    assert trainer.epoch_totals(bad, predictions, targets, torch.device("cpu"))[2].item() == 1
+    nothing = trainer.epoch_totals([], [], [], torch.device("cpu"))
+    assert (nothing[0].item(), nothing[1].item(), nothing[2].item(), nothing[3]) == (0.0, 0, -1, 0)
