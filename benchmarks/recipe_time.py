@@ -13,6 +13,9 @@ through benchmarks/airbench_runs.py --cpu (fp32 on the CPU, its own timer around
 the same --epochs, projected to its own epochs (11 for train93). For the same precision on a CPU
 with native bf16, add `--set train.numerics.precision=fp32` (the recipes would take bf16 there).
 
+A --recipes entry may carry overrides of its own after `@`, e.g. `cpu@train.model.activation=gelu@train.optim.epochs=11`:
+that recipe with those values, its full epochs taken from them, so that variants of one recipe time side by side.
+
     python benchmarks/recipe_time.py --archive /path/cifar-10-python.tar.gz --md5 182e9d6f9f54ceeea150cb85e6c574de \
         --recipes resnet-cpu cpu [--airbench 93] [--epochs 1] [--rounds 2] [--json out.json]
 """
@@ -32,9 +35,27 @@ from benchmarks.runner import ROOT, commit, copy_project, machine, parse_set, ru
 from stages.params import parse_params, set_dotted  # noqa: E402
 
 
-def recipe_epochs(params: dict, recipe: str) -> int:
-    """The epochs a full run of `recipe` trains."""
-    return parse_params(set_dotted(json.loads(json.dumps(params)), {"train.recipe": recipe})).train.optim.epochs
+def recipe_spec(spec: str) -> dict:
+    """The params overrides of a --recipes entry: NAME, or NAME@KEY=VALUE@KEY=VALUE... (values read as YAML)."""
+    name, *sets = spec.split("@")
+    if not name:
+        raise SystemExit(f"recipe_time: --recipes {spec!r}: expected NAME or NAME@KEY=VALUE..., "
+                         "e.g. cpu@train.optim.epochs=11")
+    try:
+        return {"train.recipe": name, **parse_set(sets)}
+    except SystemExit:
+        raise SystemExit(f"recipe_time: --recipes {spec!r}: each part after '@' must be KEY=VALUE, "
+                         "e.g. cpu@train.optim.epochs=11") from None
+
+
+def recipe_params(params: dict, spec: str, extra: dict | None = None) -> dict:
+    """`params` with the --recipes entry `spec`, then the dotted overrides `extra`, applied, as a new dict."""
+    return set_dotted(json.loads(json.dumps(params)), {**recipe_spec(spec), **(extra or {})})
+
+
+def recipe_epochs(params: dict, spec: str) -> int:
+    """The epochs a full run of the --recipes entry `spec` trains."""
+    return parse_params(recipe_params(params, spec)).train.optim.epochs
 
 
 def airbench_command(variant: str, epochs: int, seed: int, out: Path) -> list[str]:
@@ -62,7 +83,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--archive", type=Path, required=True)
     ap.add_argument("--md5", required=True)
-    ap.add_argument("--recipes", nargs="+", required=True, help="the first is the baseline of the ratios")
+    ap.add_argument("--recipes", nargs="+", required=True, help="the first is the baseline of the ratios; "
+                    "NAME@KEY=VALUE@... sets values for that entry only")
     ap.add_argument("--epochs", type=int, default=1, help="epochs per timed run")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--set", action="append", default=[], help="extra params override KEY=VALUE for every recipe")
@@ -85,8 +107,7 @@ def main() -> None:
             full_epochs[own] = airbench_epochs(args.airbench)
         for round_ in range(args.rounds):
             for recipe in args.recipes:
-                params = set_dotted(json.loads(json.dumps(base)), {"train.recipe": recipe,
-                                                                    "train.optim.epochs": args.epochs})
+                params = recipe_params(base, recipe, {"train.optim.epochs": args.epochs})
                 (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
                 run_stages(work, only=("train",))
                 seconds = json.loads((work / "metrics/train.json").read_text())["train_seconds"]
