@@ -123,6 +123,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--epochs", type=float, help="the variant's epochs (default: its own, 9.9 or 11)")
     ap.add_argument("--batch-size", type=int, help="its training loader's batch (default: its own, 1024); "
                     "it drops the last short batch, so less than the training images")
+    ap.add_argument("--whiten-bias-epochs", type=float, help="epochs in which the whitening bias trains "
+                    "(default: its own, 3); 0 times an epoch with it frozen, as its later epochs are")
     ap.add_argument("--json", type=Path, required=True)
     ap.add_argument("--cpu", action="store_true", help="run on the CPU in fp32 (see run_on_cpu)")
     ap.add_argument("--archive", type=Path, help="write cifar10/*.pt from this official-format archive first")
@@ -146,10 +148,11 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit("airbench needs CUDA; torch finds no CUDA GPU here (--cpu runs it on the CPU in fp32)")
     epochs = args.epochs if args.epochs is not None else hyp["opt"]["train_epochs"]
     batch_size = args.batch_size or hyp["opt"]["batch_size"]
+    bias_epochs = hyp["opt"]["whiten_bias_epochs"] if args.whiten_bias_epochs is None else args.whiten_bias_epochs
     device = f"CPU ({platform.processor() or platform.machine()}), fp32" if args.cpu else torch.cuda.get_device_name()
     report = {"airbench": os.path.dirname(airbench.__file__), "variant": args.variant, "widths": hyp["net"]["widths"],
               "torch": torch.__version__, "device": device,
-              "epochs": epochs, "batch_size": batch_size, "tta_level": hyp["net"]["tta_level"], "runs": []}
+              "epochs": epochs, "batch_size": batch_size, "whiten_bias_epochs": bias_epochs, "tta_level": hyp["net"]["tta_level"], "runs": []}
     start = time.perf_counter()
     warmup_loader = airbench.CifarLoader("cifar10", train=True, batch_size=batch_size, aug=hyp["aug"], altflip=True)
     warmup(warmup_loader, epochs=epochs)  # one step: cuDNN's choice, CUDA's lazy start; not timed
@@ -161,7 +164,7 @@ def main(argv: list[str] | None = None) -> None:
         loader = airbench.CifarLoader("cifar10", train=True, batch_size=batch_size, aug=hyp["aug"], altflip=True)
         torch.cuda.synchronize()
         start = time.perf_counter()
-        net = train(loader, epochs=epochs, verbose=args.verbose)
+        net = train(loader, epochs=epochs, whiten_bias_epochs=bias_epochs, verbose=args.verbose)
         torch.cuda.synchronize()
         train_seconds = time.perf_counter() - start
         accuracy = airbench.evaluate(net, test_loader, tta_level=hyp["net"]["tta_level"])

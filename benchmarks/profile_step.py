@@ -6,13 +6,18 @@ profiles them with torch.profiler, then prints the operators by self time and th
 share that is not matrix math or the optimizer's update (Python, autograd and
 dispatcher overhead).
 
+--epochs A B times the steps of epoch A and of epoch B of the run (1-based) instead, alternately in
+one process, `--rounds` times each, and prints the median of each: for what changes from one epoch
+to another, such as the airbench whitening bias, which trains in epochs 1..whiten_bias_epochs only.
+
     python benchmarks/profile_step.py [--recipe tutorial] [--steps 1000] [--no-profile] \
-        [--set train.numerics.precision=bf16]
+        [--set train.numerics.precision=bf16] [--epochs 1 4 --rounds 8]
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -40,6 +45,9 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=1000)
     ap.add_argument("--set", action="append", default=[], help="extra params override KEY=VALUE")
     ap.add_argument("--no-profile", action="store_true", help="only time the steps")
+    ap.add_argument("--epochs", type=int, nargs=2, metavar=("A", "B"),
+                    help="time epoch A's steps against epoch B's, alternately (no profile)")
+    ap.add_argument("--rounds", type=int, default=8, help="with --epochs: timed passes of each")
     args = ap.parse_args()
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
     p = parse_params(set_dotted(raw, {"train.recipe": args.recipe, "train.numerics.device": "cpu",
@@ -64,6 +72,13 @@ def main() -> None:
     warm = min(20, args.steps) * batch
     trainer.train_epoch(trainer.make_trainer(p, model, warm // batch, warm, forward), images[:warm], labels[:warm],
                         batch, generator)
+    if args.epochs:
+        # a schedule as long as the passes below, so that the lr stays in its range throughout
+        t = trainer.make_trainer(p, model, args.steps * 2 * args.rounds, n, forward)
+        compare_epochs(t, images, labels, batch, generator, args.epochs, args.rounds)
+        print(f"{args.recipe} {parse_set(args.set)}: batch {batch}, precision {p.numerics.precision}, "
+              f"on {machine()}")
+        return
     t = trainer.make_trainer(p, model, args.steps, n, forward)
 
     start = time.perf_counter()
@@ -83,6 +98,25 @@ def main() -> None:
     print(events.table(sort_by="self_cpu_time_total", row_limit=12))
     print(f"profiled self time: matrix math {math_us / total:.0%}, optimizer update {update_us / total:.0%}, "
           f"everything else (Python, autograd, dispatch, small ops) {1 - (math_us + update_us) / total:.0%}")
+
+
+def compare_epochs(t: trainer.Trainer, images: torch.Tensor, labels: torch.Tensor, batch: int,
+                   generator: torch.Generator, epochs: list[int], rounds: int) -> dict[int, float]:
+    """Median ms per step of each of `epochs`, timed alternately (the order swapped every round); printed."""
+    times: dict[int, list[float]] = {e: [] for e in epochs}
+    steps = -(-len(labels) // batch)
+    for round_ in range(rounds):
+        for epoch in (epochs if round_ % 2 == 0 else epochs[::-1]):
+            start = time.perf_counter()
+            trainer.train_epoch(t, images, labels, batch, generator, epoch=epoch)
+            times[epoch].append((time.perf_counter() - start) / steps * 1e3)
+    medians = {e: statistics.median(v) for e, v in times.items()}
+    for epoch, median in medians.items():
+        print(f"epoch {epoch}: median {median:.1f} ms/step over {rounds} passes of {steps} steps "
+              f"({', '.join(f'{v:.0f}' for v in times[epoch])})")
+    first, second = epochs
+    print(f"epoch {second} against epoch {first}: {medians[second] / medians[first]:.3f}x")
+    return medians
 
 
 if __name__ == "__main__":

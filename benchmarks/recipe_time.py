@@ -13,6 +13,11 @@ through benchmarks/airbench_runs.py --cpu (fp32 on the CPU, its own timer around
 the same --epochs, projected to its own epochs (11 for train93). For the same precision on a CPU
 with native bf16, add `--set train.numerics.precision=fp32` (the recipes would take bf16 there).
 
+An airbench-style run trains its whitening bias in its first epochs only (3 of 11 for train93),
+and an epoch with it frozen skips a convolution's input gradient (about 10% of the step). Where a
+run has both kinds of epoch, each round times one epoch of each kind (`whiten_bias_epochs` 0 for
+the frozen one), and the projection adds them in the run's own proportion.
+
 A --recipes entry may carry overrides of its own after `@`, e.g. `cpu@train.model.activation=gelu@train.optim.epochs=11`:
 that recipe with those values, its full epochs taken from them, so that variants of one recipe time side by side.
 
@@ -53,15 +58,28 @@ def recipe_params(params: dict, spec: str, extra: dict | None = None) -> dict:
     return set_dotted(json.loads(json.dumps(params)), {**recipe_spec(spec), **(extra or {})})
 
 
-def recipe_epochs(params: dict, spec: str) -> int:
-    """The epochs a full run of the --recipes entry `spec` trains."""
-    return parse_params(recipe_params(params, spec)).train.optim.epochs
+def recipe_epochs(params: dict, spec: str) -> tuple[int, int]:
+    """(epochs, epochs in which the whitening bias trains) of a full run of the --recipes entry `spec`;
+    the second is the epochs themselves where the recipe has no whitening bias to freeze."""
+    train = parse_params(recipe_params(params, spec)).train
+    whitened = train.model.name == "airbench" and train.model.whiten
+    return train.optim.epochs, min(train.optim.whiten_bias_epochs, train.optim.epochs) if whitened else train.optim.epochs
 
 
-def airbench_command(variant: str, epochs: int, seed: int, out: Path) -> list[str]:
-    """airbench_runs.py's command for one timed run of airbench's own train<variant> on the CPU."""
+def projected_seconds(trains: float, frozen: float | None, epochs: float, bias_epochs: float) -> float:
+    """A full run's training seconds from the seconds of an epoch in which the whitening bias trains and of
+    one in which it is frozen (None: not timed, every epoch as the first): bias_epochs of the first kind,
+    the rest of the second."""
+    bias_epochs = min(bias_epochs, epochs)
+    return trains * bias_epochs + (trains if frozen is None else frozen) * (epochs - bias_epochs)
+
+
+def airbench_command(variant: str, epochs: int, seed: int, out: Path, bias_epochs: float | None = None) -> list[str]:
+    """airbench_runs.py's command for one timed run of airbench's own train<variant> on the CPU
+    (`bias_epochs`: its whitening bias's epochs, default its own)."""
     return [sys.executable, str(ROOT / "benchmarks/airbench_runs.py"), "--cpu", "--variant", variant,
-            "--epochs", str(epochs), "--seeds", str(seed), "--json", str(out)]
+            "--epochs", str(epochs), "--seeds", str(seed), "--json", str(out),
+            *(["--whiten-bias-epochs", str(bias_epochs)] if bias_epochs is not None else [])]
 
 
 def airbench_seconds_per_epoch(report: dict) -> float:
@@ -70,13 +88,44 @@ def airbench_seconds_per_epoch(report: dict) -> float:
     return run["train_seconds"] / report["epochs"]
 
 
-def airbench_epochs(variant: str) -> float:
-    """The epochs of a full run of airbench's train<variant> (its hyp's train_epochs)."""
+def airbench_epochs(variant: str) -> tuple[float, float]:
+    """(epochs, epochs in which the whitening bias trains) of a full run of airbench's train<variant> (its hyp's)."""
     import airbench
 
     from benchmarks.airbench_runs import variant as airbench_variant
 
-    return airbench_variant(airbench, variant)[2]["opt"]["train_epochs"]
+    opt = airbench_variant(airbench, variant)[2]["opt"]
+    return opt["train_epochs"], opt["whiten_bias_epochs"]
+
+
+def time_recipe(work: Path, base: dict, spec: str, epochs: int, frozen: bool) -> float:
+    """Seconds per epoch of the train stage's own timing, for `epochs` epochs of the --recipes entry `spec`
+    (`frozen`: with the whitening bias frozen throughout)."""
+    extra = {"train.optim.epochs": epochs, **({"train.optim.whiten_bias_epochs": 0} if frozen else {})}
+    (work / "params.yaml").write_text(yaml.safe_dump(recipe_params(base, spec, extra), sort_keys=False))
+    run_stages(work, only=("train",))
+    return json.loads((work / "metrics/train.json").read_text())["train_seconds"] / epochs
+
+
+def time_airbench(work: Path, variant: str, epochs: int, frozen: bool) -> float:
+    """Seconds per epoch of airbench's own train<variant>, by its own timer (seed 0, as the recipes' seed)."""
+    report = work / "airbench/runs.json"  # airbench's CifarLoader reads ./cifar10
+    code = subprocess.run(airbench_command(variant, epochs, 0, report, 0 if frozen else None),
+                          cwd=work / "airbench").returncode
+    if code:
+        raise SystemExit(f"recipe_time: airbench_runs.py --variant {variant} failed with exit code {code} "
+                         "(its output is above)")
+    return airbench_seconds_per_epoch(json.loads(report.read_text()))
+
+
+def summary_row(name: str, trains: list[float], frozen: list[float], epochs: float, bias_epochs: float) -> dict:
+    """One code's medians and projected full-run seconds (`frozen` empty: every epoch as the first kind)."""
+    median = statistics.median(trains)
+    frozen_median = statistics.median(frozen) if frozen else None
+    return {"recipe": name, "seconds_per_epoch": trains, "median_seconds_per_epoch": median,
+            "frozen_bias_seconds_per_epoch": frozen, "median_frozen_bias_seconds_per_epoch": frozen_median,
+            "epochs": epochs, "whiten_bias_epochs": bias_epochs,
+            "projected_train_seconds": projected_seconds(median, frozen_median, epochs, bias_epochs)}
 
 
 def main() -> None:
@@ -94,7 +143,9 @@ def main() -> None:
     args = ap.parse_args()
 
     own = f"airbench{args.airbench} (its own code, fp32)" if args.airbench else None
-    per_epoch: dict[str, list[float]] = {r: [] for r in [*args.recipes, *([own] if own else [])]}
+    names = [*args.recipes, *([own] if own else [])]
+    trains: dict[str, list[float]] = {r: [] for r in names}
+    frozen: dict[str, list[float]] = {r: [] for r in names}
     with scratch("bench-") as work:
         copy_project(work, {"data.url": str(args.archive.resolve()), "data.md5": args.md5, **parse_set(args.set)})
         run_stages(work, only=("download", "prepare"))
@@ -106,35 +157,29 @@ def main() -> None:
             write_airbench_data(args.archive, work / "airbench/cifar10")
             full_epochs[own] = airbench_epochs(args.airbench)
         for round_ in range(args.rounds):
-            for recipe in args.recipes:
-                params = recipe_params(base, recipe, {"train.optim.epochs": args.epochs})
-                (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-                run_stages(work, only=("train",))
-                seconds = json.loads((work / "metrics/train.json").read_text())["train_seconds"]
-                per_epoch[recipe].append(seconds / args.epochs)
-                print(f"=== round {round_ + 1} {recipe}: {seconds / args.epochs:.1f} s/epoch", flush=True)
-            if own:  # airbench's CifarLoader reads ./cifar10; seed 0 for every round, as the recipes' seed
-                report = work / "airbench/runs.json"
-                code = subprocess.run(airbench_command(args.airbench, args.epochs, 0, report),
-                                      cwd=work / "airbench").returncode
-                if code:
-                    raise SystemExit(f"recipe_time: airbench_runs.py --variant {args.airbench} failed with exit "
-                                     f"code {code} (its output is above)")
-                per_epoch[own].append(airbench_seconds_per_epoch(json.loads(report.read_text())))
-                print(f"=== round {round_ + 1} {own}: {per_epoch[own][-1]:.1f} s/epoch", flush=True)
-    rows = []
-    for recipe in per_epoch:
-        median = statistics.median(per_epoch[recipe])
-        rows.append({"recipe": recipe, "seconds_per_epoch": per_epoch[recipe], "median_seconds_per_epoch": median,
-                     "epochs": full_epochs[recipe], "projected_train_seconds": median * full_epochs[recipe]})
+            for name in names:
+                epochs, bias_epochs = full_epochs[name]
+                for frozen_bias in (False, True) if bias_epochs < epochs else (False,):
+                    seconds = (time_airbench(work, args.airbench, args.epochs, frozen_bias) if name == own
+                               else time_recipe(work, base, name, args.epochs, frozen_bias))
+                    (frozen if frozen_bias else trains)[name].append(seconds)
+                    kind = ", whitening bias frozen" if frozen_bias else ""
+                    print(f"=== round {round_ + 1} {name}{kind}: {seconds:.1f} s/epoch", flush=True)
+    rows = [summary_row(name, trains[name], frozen[name], *full_epochs[name]) for name in names]
     for row in rows:
         row["ratio_to_first"] = row["projected_train_seconds"] / rows[0]["projected_train_seconds"]
     summary = {"machine": machine(), "commit": commit(), "epochs_per_run": args.epochs, "rounds": args.rounds,
                "overrides": parse_set(args.set), "recipes": rows}
     print(json.dumps(summary, indent=2))
     for row in rows:
-        print(f"{row['recipe']}: {row['median_seconds_per_epoch']:.1f} s/epoch x {row['epochs']} epochs = "
-              f"{row['projected_train_seconds']:.0f} s, {row['ratio_to_first']:.2f}x {rows[0]['recipe']}")
+        per_epoch = f"{row['median_seconds_per_epoch']:.1f} s/epoch"
+        if row["median_frozen_bias_seconds_per_epoch"] is not None:
+            per_epoch += (f" x {row['whiten_bias_epochs']} + {row['median_frozen_bias_seconds_per_epoch']:.1f} "
+                          f"s/epoch with the whitening bias frozen x {row['epochs'] - row['whiten_bias_epochs']:g}")
+        else:
+            per_epoch += f" x {row['epochs']} epochs"
+        print(f"{row['recipe']}: {per_epoch} = {row['projected_train_seconds']:.0f} s, "
+              f"{row['ratio_to_first']:.2f}x {rows[0]['recipe']}")
     print(f"on {summary['machine']}")
     if args.json:
         args.json.write_text(json.dumps(summary, indent=2) + "\n")

@@ -82,6 +82,36 @@ def test_whitening_bias_trains_only_in_its_epochs_and_filters_never():
     assert torch.equal(weight, model.whiten.weight)
 
 
+class Wrapped(nn.Module):
+    """Stands in for a torch.compile or DDP wrapper: runs the model it holds."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.inner = model
+
+    def forward(self, x):
+        return self.inner(x)
+
+
+@pytest.mark.parametrize("wrapped", [False, True])
+def test_a_frozen_whitening_bias_spares_backward_the_first_conv_s_input_gradient_when_eager(wrapped):
+    p = tiny(**{"train.optim.whiten_bias_epochs": 1, "train.average.lookahead": 0.0})
+    d = data()
+    model = built(p, d["images"])
+    t = make_trainer(p, model, 4, 64, forward=Wrapped(model) if wrapped else None)
+    seen = []  # per step: does the whitening conv's output carry a gradient?
+    model.whiten.register_forward_hook(lambda _m, _i, out: seen.append(out.requires_grad))
+    g = torch.Generator().manual_seed(0)
+    train_epoch(t, d["images"], d["labels"], 16, g, epoch=1)
+    bias1 = model.whiten.bias.detach().clone()
+    train_epoch(t, d["images"], d["labels"], 16, g, epoch=2, first_step=4)
+    assert seen[:4] == [True] * 4
+    # eager: no graph through the whitening conv, as airbench's requires_grad; a wrapper keeps the graph
+    # (its grad is dropped after backward instead), so that a compiled graph or DDP stays valid
+    assert seen[4:] == [wrapped] * 4
+    assert torch.equal(bias1, model.whiten.bias) and model.whiten.bias.grad is None
+
+
 def test_bf16_autocast_keeps_batchnorm_in_fp32():
     p = tiny(**{"train.numerics.precision": "bf16"})
     d = data(32)
@@ -154,3 +184,17 @@ def test_ddp_ranks_keep_lookahead_weights_in_sync(tmp_path):
         assert a[part].keys() == b[part].keys()
         assert all(torch.equal(a[part][k], b[part][k]) for k in a[part]), part
     assert not torch.equal(a["model"]["head.weight"], built(tiny(), data()["images"]).head.weight)  # it trained
+
+
+def test_profile_step_times_two_epochs_of_one_run_alternately(capsys):
+    from benchmarks.profile_step import compare_epochs
+
+    p = tiny(**{"train.optim.whiten_bias_epochs": 1, "train.average.lookahead": 0.0})
+    d = data(32)
+    model = built(p, d["images"])
+    medians = compare_epochs(make_trainer(p, model, 16, 32), d["images"], d["labels"], 16,
+                             torch.Generator().manual_seed(0), [1, 2], rounds=2)
+    assert sorted(medians) == [1, 2] and all(m > 0 for m in medians.values())
+    out = capsys.readouterr().out
+    assert "over 2 passes of 2 steps" in out and "epoch 2 against epoch 1:" in out
+    assert model.whiten.bias.requires_grad  # round 2 ran epoch 2, then 1: the order swaps every round

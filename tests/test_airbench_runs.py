@@ -29,7 +29,20 @@ def test_variant_93_trains_airbench_train93_on_the_cpu(tmp_path, archive):
     assert run["seed"] == 0 and 0 <= run["test_accuracy"] <= 1 and run["train_seconds"] > 0
     assert "airbench seed 0:" in proc.stdout
     assert recipe_time.airbench_seconds_per_epoch(report) == run["train_seconds"]  # 1 epoch
-    assert recipe_time.airbench_epochs("93") == 11  # what a full train93 run is projected to
+    assert recipe_time.airbench_epochs("93") == (11, 3)  # a full train93 run: 11 epochs, its bias trains in 3
+    assert report["whiten_bias_epochs"] == 3  # its own
+
+
+@pytest.mark.e2e  # a process of its own, as above
+def test_variant_93_can_time_an_epoch_with_its_whitening_bias_frozen(tmp_path, archive):
+    write_airbench_data(archive[0], tmp_path / "cifar10")
+    out = tmp_path / "runs.json"
+    command = [*recipe_time.airbench_command("93", 1, 0, out, bias_epochs=0), "--batch-size", "50"]
+    proc = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True,
+                          env={"OMP_NUM_THREADS": "1", **os.environ})
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(out.read_text())
+    assert report["whiten_bias_epochs"] == 0 and report["runs"][0]["train_seconds"] > 0
 
 
 def test_an_unknown_variant_is_refused_with_the_choices(capsys):
