@@ -152,7 +152,8 @@ def main(argv: list[str] | None = None) -> None:
     device = f"CPU ({platform.processor() or platform.machine()}), fp32" if args.cpu else torch.cuda.get_device_name()
     report = {"airbench": os.path.dirname(airbench.__file__), "variant": args.variant, "widths": hyp["net"]["widths"],
               "torch": torch.__version__, "device": device,
-              "epochs": epochs, "batch_size": batch_size, "whiten_bias_epochs": bias_epochs, "tta_level": hyp["net"]["tta_level"], "runs": []}
+              "epochs": epochs, "batch_size": batch_size, "whiten_bias_epochs": bias_epochs,
+              "tta_level": hyp["net"]["tta_level"], "runs": []}
     start = time.perf_counter()
     warmup_loader = airbench.CifarLoader("cifar10", train=True, batch_size=batch_size, aug=hyp["aug"], altflip=True)
     warmup(warmup_loader, epochs=epochs)  # one step: cuDNN's choice, CUDA's lazy start; not timed

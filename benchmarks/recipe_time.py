@@ -18,7 +18,8 @@ and an epoch with it frozen skips a convolution's input gradient (about 10% of t
 run has both kinds of epoch, each round times one epoch of each kind (`whiten_bias_epochs` 0 for
 the frozen one), and the projection adds them in the run's own proportion.
 
-A --recipes entry may carry overrides of its own after `@`, e.g. `cpu@train.model.activation=gelu@train.optim.epochs=11`:
+A --recipes entry may carry overrides of its own after `@`, e.g.
+`cpu@train.model.activation=gelu@train.optim.epochs=11`:
 that recipe with those values, its full epochs taken from them, so that variants of one recipe time side by side.
 
     python benchmarks/recipe_time.py --archive /path/cifar-10-python.tar.gz --md5 182e9d6f9f54ceeea150cb85e6c574de \
@@ -63,7 +64,8 @@ def recipe_epochs(params: dict, spec: str) -> tuple[int, int]:
     the second is the epochs themselves where the recipe has no whitening bias to freeze."""
     train = parse_params(recipe_params(params, spec)).train
     whitened = train.model.name == "airbench" and train.model.whiten
-    return train.optim.epochs, min(train.optim.whiten_bias_epochs, train.optim.epochs) if whitened else train.optim.epochs
+    epochs = train.optim.epochs
+    return epochs, min(train.optim.whiten_bias_epochs, epochs) if whitened else epochs
 
 
 def projected_seconds(trains: float, frozen: float | None, epochs: float, bias_epochs: float) -> float:

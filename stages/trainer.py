@@ -121,7 +121,7 @@ def whiten_bias_for_epoch(t: Trainer, epoch: int) -> bool:
     """Let the whitening bias train in epochs 1..whiten_bias_epochs only; True = drop its grad after backward.
 
     Run eagerly, it is frozen with requires_grad, as airbench does, so that backward skips the first
-    conv's input gradient (about 6% of a `cpu` step); under torch.compile or DDP its grad is dropped
+    conv's input gradient (0.89x a `cpu` step, BENCHMARKS.md 3k); under torch.compile or DDP its grad is dropped
     after backward instead, so that the compiled graph and DDP's reducer stay valid.
     """
     if t.whiten_bias is None:
