@@ -130,6 +130,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--archive", type=Path, help="write cifar10/*.pt from this official-format archive first")
     ap.add_argument("--verbose", action="store_true", help="airbench's own per-epoch table (evaluates each epoch)")
     args = ap.parse_args(argv)
+    if args.whiten_bias_epochs is not None and args.whiten_bias_epochs < 0:
+        ap.error(f"--whiten-bias-epochs {args.whiten_bias_epochs:g}: expected 0 or more epochs "
+                 "(0: the whitening bias frozen from the start)")
     if args.archive is not None:
         if not args.archive.is_file():
             ap.error(f"--archive {args.archive}: no such file (expected an official-format cifar-10-python.tar.gz)")

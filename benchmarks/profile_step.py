@@ -49,6 +49,8 @@ def main() -> None:
                     help="time epoch A's steps against epoch B's, alternately (no profile)")
     ap.add_argument("--rounds", type=int, default=8, help="with --epochs: timed passes of each")
     args = ap.parse_args()
+    if args.epochs and args.rounds < 1:
+        ap.error(f"--rounds {args.rounds}: expected 1 or more timed passes of each epoch")
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
     p = parse_params(set_dotted(raw, {"train.recipe": args.recipe, "train.numerics.device": "cpu",
                                       **parse_set(args.set)})).train

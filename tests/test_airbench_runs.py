@@ -52,3 +52,11 @@ def test_an_unknown_variant_is_refused_with_the_choices(capsys):
         airbench_runs.main(["--variant", "95", "--json", "x.json"])
     err = capsys.readouterr().err  # newer Pythons quote the choices, 3.11 does not
     assert "argument --variant: invalid choice: '95'" in err and "93" in err.split("choose from")[1]
+
+
+def test_a_negative_whiten_bias_epochs_is_refused_naming_the_value(capsys):
+    from benchmarks import airbench_runs
+
+    with pytest.raises(SystemExit):
+        airbench_runs.main(["--whiten-bias-epochs", "-1", "--json", "x.json"])
+    assert "--whiten-bias-epochs -1: expected 0 or more epochs" in capsys.readouterr().err
