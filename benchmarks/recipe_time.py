@@ -14,9 +14,11 @@ the same --epochs, projected to its own epochs (11 for train93). For the same pr
 with native bf16, add `--set train.numerics.precision=fp32` (the recipes would take bf16 there).
 
 An airbench-style run trains its whitening bias in its first epochs only (3 of 11 for train93),
-and an epoch with it frozen skips a convolution's input gradient (about 10% of the step). Where a
-run has both kinds of epoch, each round times one epoch of each kind (`whiten_bias_epochs` 0 for
-the frozen one), and the projection adds them in the run's own proportion.
+and an epoch with it frozen skips a convolution's input gradient (about 10% of the step); with
+`train.optim.freeze_last` its first conv groups stop training in its last epochs, and backward
+stops before them. Each round times one run of every kind of epoch a full run has (a run whose
+every epoch is of that kind: `whiten_bias_epochs` 0 or all, `freeze_last` all for that many
+groups), and the projection adds them in the run's own proportion.
 
 A --recipes entry may carry overrides of its own after `@`, e.g.
 `cpu@train.model.activation=gelu@train.optim.epochs=11`:
@@ -29,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import subprocess
 import sys
@@ -59,21 +62,38 @@ def recipe_params(params: dict, spec: str, extra: dict | None = None) -> dict:
     return set_dotted(json.loads(json.dumps(params)), {**recipe_spec(spec), **(extra or {})})
 
 
-def recipe_epochs(params: dict, spec: str) -> tuple[int, int]:
-    """(epochs, epochs in which the whitening bias trains) of a full run of the --recipes entry `spec`;
-    the second is the epochs themselves where the recipe has no whitening bias to freeze."""
+Kind = tuple[bool, int]  # an epoch's kind: (the whitening bias trains, conv groups frozen by freeze_last)
+
+
+def epoch_kinds(epochs: float, bias_epochs: float, freeze_last: list[int] | tuple[int, ...] = ()) -> dict[Kind, float]:
+    """How many epochs of a full run are of each kind (a fractional last epoch, as train94's 9.9, counts its
+    fraction): the whitening bias trains in the first bias_epochs, and group k is frozen in the last
+    freeze_last[k]."""
+    kinds: dict[Kind, float] = {}
+    for epoch in range(1, math.ceil(epochs) + 1):
+        kind = (epoch <= bias_epochs, sum(epoch > epochs - last for last in freeze_last))
+        kinds[kind] = kinds.get(kind, 0) + min(1.0, epochs - (epoch - 1))
+    return kinds
+
+
+def kind_name(kind: Kind) -> str:
+    bias, groups = kind
+    parts = ([] if bias else ["whitening bias frozen"]) + ([f"{groups} conv group(s) frozen"] if groups else [])
+    return ", ".join(parts) or "whitening bias trains"
+
+
+def recipe_epochs(params: dict, spec: str) -> dict[Kind, float]:
+    """The epochs of each kind in a full run of the --recipes entry `spec` (one kind, the bias training,
+    where the recipe has no whitening bias to freeze and no group to freeze)."""
     train = parse_params(recipe_params(params, spec)).train
     whitened = train.model.name == "airbench" and train.model.whiten
-    epochs = train.optim.epochs
-    return epochs, min(train.optim.whiten_bias_epochs, epochs) if whitened else epochs
+    o = train.optim
+    return epoch_kinds(o.epochs, o.whiten_bias_epochs if whitened else o.epochs, o.freeze_last)
 
 
-def projected_seconds(trains: float, frozen: float | None, epochs: float, bias_epochs: float) -> float:
-    """A full run's training seconds from the seconds of an epoch in which the whitening bias trains and of
-    one in which it is frozen (None: not timed, every epoch as the first): bias_epochs of the first kind,
-    the rest of the second."""
-    bias_epochs = min(bias_epochs, epochs)
-    return trains * bias_epochs + (trains if frozen is None else frozen) * (epochs - bias_epochs)
+def projected_seconds(medians: dict[Kind, float], kinds: dict[Kind, float]) -> float:
+    """A full run's training seconds: each kind's seconds per epoch times its epochs in the run."""
+    return sum(medians[kind] * count for kind, count in kinds.items())
 
 
 def airbench_command(variant: str, epochs: int, seed: int, out: Path, bias_epochs: float | None = None) -> list[str]:
@@ -100,10 +120,12 @@ def airbench_epochs(variant: str) -> tuple[float, float]:
     return opt["train_epochs"], opt["whiten_bias_epochs"]
 
 
-def time_recipe(work: Path, base: dict, spec: str, epochs: int, frozen: bool) -> float:
-    """Seconds per epoch of the train stage's own timing, for `epochs` epochs of the --recipes entry `spec`
-    (`frozen`: with the whitening bias frozen throughout)."""
-    extra = {"train.optim.epochs": epochs, **({"train.optim.whiten_bias_epochs": 0} if frozen else {})}
+def time_recipe(work: Path, base: dict, spec: str, epochs: int, kind: Kind) -> float:
+    """Seconds per epoch of the train stage's own timing, for `epochs` epochs of the --recipes entry `spec`,
+    every one of them of `kind`."""
+    bias, groups = kind
+    extra = {"train.optim.epochs": epochs, "train.optim.whiten_bias_epochs": epochs if bias else 0,
+             "train.optim.freeze_last": [epochs] * groups}
     (work / "params.yaml").write_text(yaml.safe_dump(recipe_params(base, spec, extra), sort_keys=False))
     run_stages(work, only=("train",))
     return json.loads((work / "metrics/train.json").read_text())["train_seconds"] / epochs
@@ -120,14 +142,13 @@ def time_airbench(work: Path, variant: str, epochs: int, frozen: bool) -> float:
     return airbench_seconds_per_epoch(json.loads(report.read_text()))
 
 
-def summary_row(name: str, trains: list[float], frozen: list[float], epochs: float, bias_epochs: float) -> dict:
-    """One code's medians and projected full-run seconds (`frozen` empty: every epoch as the first kind)."""
-    median = statistics.median(trains)
-    frozen_median = statistics.median(frozen) if frozen else None
-    return {"recipe": name, "seconds_per_epoch": trains, "median_seconds_per_epoch": median,
-            "frozen_bias_seconds_per_epoch": frozen, "median_frozen_bias_seconds_per_epoch": frozen_median,
-            "epochs": epochs, "whiten_bias_epochs": bias_epochs,
-            "projected_train_seconds": projected_seconds(median, frozen_median, epochs, bias_epochs)}
+def summary_row(name: str, seconds: dict[Kind, list[float]], kinds: dict[Kind, float]) -> dict:
+    """One code's per-kind medians and projected full-run seconds."""
+    medians = {kind: statistics.median(seconds[kind]) for kind in kinds}
+    return {"recipe": name, "epochs": sum(kinds.values()),
+            "kinds": [{"kind": kind_name(kind), "epochs": count, "seconds_per_epoch": seconds[kind],
+                       "median_seconds_per_epoch": medians[kind]} for kind, count in kinds.items()],
+            "projected_train_seconds": projected_seconds(medians, kinds)}
 
 
 def main() -> None:
@@ -146,40 +167,33 @@ def main() -> None:
 
     own = f"airbench{args.airbench} (its own code, fp32)" if args.airbench else None
     names = [*args.recipes, *([own] if own else [])]
-    trains: dict[str, list[float]] = {r: [] for r in names}
-    frozen: dict[str, list[float]] = {r: [] for r in names}
     with scratch("bench-") as work:
         copy_project(work, {"data.url": str(args.archive.resolve()), "data.md5": args.md5, **parse_set(args.set)})
         run_stages(work, only=("download", "prepare"))
         base = yaml.safe_load((work / "params.yaml").read_text())
-        full_epochs = {r: recipe_epochs(base, r) for r in args.recipes}
+        kinds = {r: recipe_epochs(base, r) for r in args.recipes}
         if own:
             from benchmarks.airbench_runs import write_airbench_data
 
             write_airbench_data(args.archive, work / "airbench/cifar10")
-            full_epochs[own] = airbench_epochs(args.airbench)
+            kinds[own] = epoch_kinds(*airbench_epochs(args.airbench))
+        seconds: dict[str, dict[Kind, list[float]]] = {name: {kind: [] for kind in kinds[name]} for name in names}
         for round_ in range(args.rounds):
             for name in names:
-                epochs, bias_epochs = full_epochs[name]
-                for frozen_bias in (False, True) if bias_epochs < epochs else (False,):
-                    seconds = (time_airbench(work, args.airbench, args.epochs, frozen_bias) if name == own
-                               else time_recipe(work, base, name, args.epochs, frozen_bias))
-                    (frozen if frozen_bias else trains)[name].append(seconds)
-                    kind = ", whitening bias frozen" if frozen_bias else ""
-                    print(f"=== round {round_ + 1} {name}{kind}: {seconds:.1f} s/epoch", flush=True)
-    rows = [summary_row(name, trains[name], frozen[name], *full_epochs[name]) for name in names]
+                for kind in kinds[name]:
+                    took = (time_airbench(work, args.airbench, args.epochs, frozen=not kind[0]) if name == own
+                            else time_recipe(work, base, name, args.epochs, kind))
+                    seconds[name][kind].append(took)
+                    print(f"=== round {round_ + 1} {name}, {kind_name(kind)}: {took:.1f} s/epoch", flush=True)
+    rows = [summary_row(name, seconds[name], kinds[name]) for name in names]
     for row in rows:
         row["ratio_to_first"] = row["projected_train_seconds"] / rows[0]["projected_train_seconds"]
     summary = {"machine": machine(), "commit": commit(), "epochs_per_run": args.epochs, "rounds": args.rounds,
                "overrides": parse_set(args.set), "recipes": rows}
     print(json.dumps(summary, indent=2))
     for row in rows:
-        per_epoch = f"{row['median_seconds_per_epoch']:.1f} s/epoch"
-        if row["median_frozen_bias_seconds_per_epoch"] is not None:
-            per_epoch += (f" x {row['whiten_bias_epochs']} + {row['median_frozen_bias_seconds_per_epoch']:.1f} "
-                          f"s/epoch with the whitening bias frozen x {row['epochs'] - row['whiten_bias_epochs']:g}")
-        else:
-            per_epoch += f" x {row['epochs']} epochs"
+        per_epoch = " + ".join(f"{k['median_seconds_per_epoch']:.1f} s/epoch x {k['epochs']:g} ({k['kind']})"
+                               for k in row["kinds"])
         print(f"{row['recipe']}: {per_epoch} = {row['projected_train_seconds']:.0f} s, "
               f"{row['ratio_to_first']:.2f}x {rows[0]['recipe']}")
     print(f"on {summary['machine']}")

@@ -86,6 +86,9 @@ class OptimParams:
     warmup_from: float  # lr factor at the first step (0 = from zero; airbench 0.2)
     decay_to: float  # lr factor at the last step of linear/cosine (0 = down to zero; airbench 0.07)
     whiten_bias_epochs: int  # airbench with whiten: epochs in which the whitening conv's bias trains
+    # airbench: per conv group from the first, how many final epochs it stops training in (its filters and
+    # BatchNorm biases), e.g. [3, 1]; backward then stops before the frozen groups. [] = none.
+    freeze_last: list[int]
 
 
 @dataclass(frozen=True)
@@ -352,6 +355,13 @@ def _train_rules(t: TrainParams, prefix: str, keys: set[str]) -> list[str]:
         ("optim.warmup_from", o.warmup_from, 0 <= o.warmup_from <= 1, "in [0, 1]"),
         ("optim.decay_to", o.decay_to, 0 <= o.decay_to <= 1, "in [0, 1]"),
         ("optim.whiten_bias_epochs", o.whiten_bias_epochs, o.whiten_bias_epochs >= 0, ">= 0"),
+        (("optim.freeze_last", "optim.epochs"), o.freeze_last,
+         len(o.freeze_last) <= 3 and all(0 <= k <= o.epochs for k in o.freeze_last)
+         and all(a >= b for a, b in zip(o.freeze_last, o.freeze_last[1:])),
+         f"[] or up to 3 epoch counts, one per conv group from the first, each in 0..epochs ({o.epochs}) "
+         "and none above the one before (a group freezes no later than the groups after it), e.g. [3, 1]"),
+        (("optim.freeze_last", "model.name"), o.freeze_last, not any(o.freeze_last) or m.name == "airbench",
+         "[] unless model.name is airbench (its conv groups are what freeze)"),
         ("augment.crop_pad", a.crop_pad, 0 <= a.crop_pad <= 16, "in 0..16"),
         ("average.ema", v.ema, 0 <= v.ema < 1, "in [0, 1)"),
         ("average.lookahead", v.lookahead, 0 <= v.lookahead < 1, "in [0, 1)"),

@@ -63,6 +63,8 @@ class Trainer:
     module: nn.Module | None = None  # the plain model under a compile/DDP wrapper; None = `model` itself
     whiten_bias: nn.Parameter | None = None  # trains in epochs 1..whiten_bias_epochs only
     whiten_bias_epochs: int = 0
+    # train.optim.freeze_last: (first epoch frozen, the group's trained parameters) per airbench conv group
+    freezes: list[tuple[int, list[nn.Parameter]]] = dataclasses.field(default_factory=list)
     steps_after_backward: bool = True  # False when fused SGD already stepped inside backward (no gradients kept)
 
     @property
@@ -114,23 +116,36 @@ def make_trainer(p: TrainParams, model: nn.Module, steps_per_epoch: int, train_i
     return Trainer(forward if forward is not None else model, optimizers, lr_at, ema, lookahead,
                    o.label_smoothing, torch.bfloat16 if n.precision == "bf16" else None, p.augment.crop_pad,
                    p.augment.flip, flip_base, n.channels_last, module=model, whiten_bias=whiten_bias,
-                   whiten_bias_epochs=o.whiten_bias_epochs, steps_after_backward=not fused)
+                   whiten_bias_epochs=o.whiten_bias_epochs, freezes=group_freezes(model, o.freeze_last, o.epochs),
+                   steps_after_backward=not fused)
 
 
-def whiten_bias_for_epoch(t: Trainer, epoch: int) -> bool:
-    """Let the whitening bias train in epochs 1..whiten_bias_epochs only; True = drop its grad after backward.
+def group_freezes(model: nn.Module, freeze_last: list[int], epochs: int) -> list[tuple[int, list[nn.Parameter]]]:
+    """(first frozen epoch, 1-based; the parameters it trains until then) of each airbench conv group that
+    train.optim.freeze_last freezes in its last epochs."""
+    if not isinstance(model, Airbench):
+        return []
+    return [(epochs - last + 1, [q for q in group.parameters() if q.requires_grad])
+            for group, last in zip(model.groups, freeze_last) if last]
 
-    Run eagerly, it is frozen with requires_grad, as airbench does, so that backward skips the first
-    conv's input gradient (0.89x a `cpu` step, BENCHMARKS.md 3k); under torch.compile or DDP its grad is dropped
-    after backward instead, so that the compiled graph and DDP's reducer stay valid.
+
+def frozen_for_epoch(t: Trainer, epoch: int) -> list[nn.Parameter]:
+    """Set what trains in `epoch` (1-based); return the parameters whose grads backward must drop.
+
+    The whitening bias trains in epochs 1..whiten_bias_epochs only, and each conv group of
+    train.optim.freeze_last stops in its last epochs. Run eagerly, they are frozen with requires_grad,
+    as airbench does for the bias, so that backward skips their gradients and every input gradient
+    below them (the bias: 0.89x a `cpu` step, BENCHMARKS.md 3k; the first group: about 0.7x); under
+    torch.compile or DDP their grads are dropped after backward instead, so that the compiled graph
+    and DDP's reducer stay valid. Either way the optimizers skip them: no step, no weight decay.
     """
-    if t.whiten_bias is None:
-        return False
-    frozen = epoch > t.whiten_bias_epochs
+    frozen = [(t.whiten_bias, epoch > t.whiten_bias_epochs)] if t.whiten_bias is not None else []
+    frozen += [(q, epoch >= first) for first, params in t.freezes for q in params]
     if t.model is t.weights:
-        t.whiten_bias.requires_grad_(not frozen)
-        return False
-    return frozen
+        for q, off in frozen:
+            q.requires_grad_(not off)
+        return []
+    return [q for q, off in frozen if off]
 
 
 def train_epoch(t: Trainer, images: torch.Tensor, labels: torch.Tensor, batch_size: int,
@@ -154,7 +169,7 @@ def train_epoch(t: Trainer, images: torch.Tensor, labels: torch.Tensor, batch_si
         images = augment(images, t.crop_pad, flips, generator)
     if t.channels_last:
         images = images.contiguous(memory_format=torch.channels_last)
-    drop_whiten_grad = whiten_bias_for_epoch(t, epoch)
+    dropped = frozen_for_epoch(t, epoch)
     # Per step, one op each, on the device (no host sync per step); summed after the epoch.
     losses, predictions, targets = [], [], []
     starts = range(0, len(labels), batch_size)
@@ -173,8 +188,8 @@ def train_epoch(t: Trainer, images: torch.Tensor, labels: torch.Tensor, batch_si
             for optimizer in t.optimizers:
                 optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        if drop_whiten_grad:
-            t.whiten_bias.grad = None
+        for q in dropped:
+            q.grad = None
         if t.steps_after_backward:
             for optimizer in t.optimizers:
                 optimizer.step()

@@ -1,6 +1,7 @@
 """The airbench model family and its training techniques, on tiny models and data."""
 from __future__ import annotations
 
+import copy
 import dataclasses
 import shutil
 
@@ -110,6 +111,47 @@ def test_a_frozen_whitening_bias_spares_backward_the_first_conv_s_input_gradient
     # (its grad is dropped after backward instead), so that a compiled graph or DDP stays valid
     assert seen[4:] == [wrapped] * 4
     assert torch.equal(bias1, model.whiten.bias) and model.whiten.bias.grad is None
+
+
+@pytest.mark.parametrize("wrapped", [False, True])
+def test_freeze_last_stops_each_group_in_its_last_epochs_and_backward_before_it_when_eager(wrapped):
+    p = tiny(**{"train.optim.whiten_bias_epochs": 0, "train.average.lookahead": 0.0, "train.optim.epochs": 3,
+                "train.optim.freeze_last": [2, 1]})
+    d = data()
+    model = built(p, d["images"])
+    t = make_trainer(p, model, 4, 64, forward=Wrapped(model) if wrapped else None)
+    seen = {1: [], 2: []}  # per step: does the second (third) group's input carry a gradient?
+    for k in seen:
+        model.groups[k].register_forward_pre_hook(lambda _m, args, k=k: seen[k].append(args[0].requires_grad))
+    g = torch.Generator().manual_seed(0)
+    states = [copy.deepcopy(model.groups.state_dict())]
+    for epoch in (1, 2, 3):
+        train_epoch(t, d["images"], d["labels"], 16, g, epoch=epoch, first_step=4 * (epoch - 1))
+        states.append(copy.deepcopy(model.groups.state_dict()))
+
+    def moved(group, epoch, kind="conv1.weight"):
+        key = f"{group}.{kind}"
+        return not torch.equal(states[epoch - 1][key], states[epoch][key])
+
+    assert moved(0, 1) and moved(1, 1) and moved(2, 1)
+    assert not moved(0, 2) and not moved(0, 2, "norm1.bias") and moved(1, 2) and moved(2, 2)  # the first: last 2
+    assert not moved(0, 3) and not moved(1, 3) and moved(2, 3)  # the second: the last one
+    assert moved(0, 3, "norm1.running_mean")  # frozen groups still run in train mode: BatchNorm keeps tracking
+    # eager: no graph below a frozen group; a wrapper keeps it (grads dropped after backward instead)
+    assert seen == {1: [True] * 4 + [wrapped] * 8, 2: [True] * 8 + [wrapped] * 4}
+    assert all(q.grad is None for q in model.groups[:2].parameters())
+
+
+def test_frozen_groups_train_again_from_an_earlier_epoch():
+    p = tiny(**{"train.optim.epochs": 3, "train.optim.freeze_last": [1]})
+    d = data(32)
+    model = built(p, d["images"])
+    t = make_trainer(p, model, 2, 32)
+    g = torch.Generator().manual_seed(0)
+    train_epoch(t, d["images"], d["labels"], 16, g, epoch=3)
+    assert not model.groups[0].conv1.weight.requires_grad and model.groups[1].conv1.weight.requires_grad
+    train_epoch(t, d["images"], d["labels"], 16, g, epoch=1)  # profile_step's alternation, or a resumed run
+    assert model.groups[0].conv1.weight.requires_grad and not model.groups[0].norm1.weight.requires_grad
 
 
 def test_bf16_autocast_keeps_batchnorm_in_fp32():

@@ -258,3 +258,23 @@ def test_an_image_folder_takes_an_empty_md5_and_the_default_is_cifar10_at_32_pix
     assert (p.data.source, p.data.md5) == ("imagefolder", "")
     shipped = load_params(PROJECT / "params.yaml")
     assert (shipped.data.source, shipped.prepare.image_size, shipped.prepare.resample) == ("cifar10", 32, "bicubic")
+
+
+@pytest.mark.parametrize("freeze", [[1, 2], [10, 1], [1, 1, 1, 1], [-1]])
+def test_freeze_last_is_up_to_three_non_increasing_epoch_counts_within_the_run(freeze):
+    with pytest.raises(ParamsError, match=r"train\.optim\.freeze_last: got \[[-\d, ]+\]; must be \[\] or up to 3 "
+                                          r"epoch counts, one per conv group from the first, each in 0\.\.epochs "
+                                          r"\(9\) and none above the one before"):
+        parse_params(params_dict(**{"train.recipe": "cpu", "train.optim.freeze_last": freeze}))
+    assert parse_params(params_dict(**{"train.recipe": "cpu", "train.optim.freeze_last": [3, 1]})
+                        ).train.optim.freeze_last == [3, 1]
+
+
+def test_freeze_last_needs_the_airbench_network_also_when_only_the_model_is_overridden():
+    with pytest.raises(ParamsError, match=r"train\.optim\.freeze_last: got \[2\]; must be \[\] unless model\.name "
+                                          r"is airbench"):
+        parse_params(params_dict(**{"train.recipe": "resnet-cpu", "train.optim.freeze_last": [2]}))
+    with pytest.raises(ParamsError, match=r"train\.optim\.freeze_last: got \[2\]; must be \[\] unless"):
+        parse_params(params_dict(**{"train.recipe": "cpu", "train.optim.freeze_last": [2],
+                                    "train.model.name": "resnet"}))
+    assert parse_params(params_dict(**{"train.recipe": "resnet-cpu", "train.optim.freeze_last": [0]}))

@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from benchmarks.recipe_time import projected_seconds, recipe_epochs, recipe_params, recipe_spec
+from benchmarks.recipe_time import (epoch_kinds, kind_name, projected_seconds, recipe_epochs, recipe_params,
+                                    recipe_spec)
 
 PARAMS = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
 
@@ -22,23 +23,33 @@ def test_overrides_after_at_signs_are_read_as_yaml():
 
 
 def test_an_entry_s_epochs_come_from_its_own_overrides():
-    plain, bias = recipe_epochs(PARAMS, "cpu")
-    assert bias == PARAMS["recipes"]["cpu"]["optim"]["whiten_bias_epochs"] < plain
-    assert recipe_epochs(PARAMS, f"cpu@train.optim.epochs={plain + 2}") == (plain + 2, bias)
-    assert recipe_epochs(PARAMS, "cpu@train.optim.epochs=2") == (2, 2)  # its bias trains throughout
+    plain, bias = PARAMS["recipes"]["cpu"]["optim"]["epochs"], PARAMS["recipes"]["cpu"]["optim"]["whiten_bias_epochs"]
+    assert bias < plain
+    assert recipe_epochs(PARAMS, "cpu") == {(True, 0): bias, (False, 0): plain - bias}
+    assert recipe_epochs(PARAMS, f"cpu@train.optim.epochs={plain + 2}") == {(True, 0): bias, (False, 0): plain + 2 - bias}
+    assert recipe_epochs(PARAMS, "cpu@train.optim.epochs=2") == {(True, 0): 2}  # its bias trains throughout
+
+
+def test_frozen_groups_make_kinds_of_their_own_in_the_last_epochs():
+    assert recipe_epochs(PARAMS, "cpu@train.optim.epochs=11@train.optim.freeze_last=[5, 2]") == {
+        (True, 0): 3, (False, 0): 3, (False, 1): 3, (False, 2): 2}
+    assert epoch_kinds(4, 3, [2]) == {(True, 0): 2, (True, 1): 1, (False, 1): 1}  # the bias trains in a frozen one
+    assert kind_name((False, 2)) == "whitening bias frozen, 2 conv group(s) frozen"
+    assert kind_name((True, 0)) == "whitening bias trains"
 
 
 def test_a_recipe_without_a_whitening_bias_has_every_epoch_of_one_kind():
     epochs = PARAMS["recipes"]["resnet-cpu"]["optim"]["epochs"]
-    assert recipe_epochs(PARAMS, "resnet-cpu") == (epochs, epochs)
-    assert recipe_epochs(PARAMS, "cpu@train.model.whiten=false") == (PARAMS["recipes"]["cpu"]["optim"]["epochs"],) * 2
+    assert recipe_epochs(PARAMS, "resnet-cpu") == {(True, 0): epochs}
+    assert recipe_epochs(PARAMS, "cpu@train.model.whiten=false") == {(True, 0): PARAMS["recipes"]["cpu"]["optim"]["epochs"]}
 
 
-def test_the_projection_adds_both_kinds_of_epoch_in_the_run_s_proportion():
-    assert projected_seconds(10.0, 9.0, 11, 3) == 3 * 10.0 + 8 * 9.0
-    assert projected_seconds(10.0, None, 11, 3) == 110.0  # the frozen kind not timed: all as the first
-    assert projected_seconds(10.0, 9.0, 9.9, 3) == pytest.approx(30.0 + 6.9 * 9.0)  # train94's 9.9 epochs
-    assert projected_seconds(10.0, 9.0, 2, 3) == 20.0  # a run shorter than the bias's epochs
+def test_the_projection_adds_every_kind_of_epoch_in_the_run_s_proportion():
+    medians = {(True, 0): 10.0, (False, 0): 9.0, (False, 1): 6.0}
+    assert projected_seconds(medians, epoch_kinds(11, 3)) == 3 * 10.0 + 8 * 9.0
+    assert projected_seconds(medians, epoch_kinds(11, 3, [2])) == 3 * 10.0 + 6 * 9.0 + 2 * 6.0
+    assert projected_seconds(medians, epoch_kinds(9.9, 3)) == pytest.approx(30.0 + 6.9 * 9.0)  # train94's 9.9 epochs
+    assert projected_seconds(medians, epoch_kinds(2, 3)) == 20.0  # a run shorter than the bias's epochs
 
 
 def test_the_timed_run_takes_the_entry_then_the_extra_values_without_touching_the_base():
