@@ -76,7 +76,10 @@ def epoch_kinds(epochs: float, bias_epochs: float, freeze_last: list[int] | tupl
     return kinds
 
 
-def kind_name(kind: Kind) -> str:
+def kind_name(kind: Kind, only: bool = False) -> str:
+    """How an epoch of `kind` is logged; `only`: the run has no other kind (e.g. no whitening bias at all)."""
+    if only:
+        return "every epoch"
     bias, groups = kind
     parts = ([] if bias else ["whitening bias frozen"]) + ([f"{groups} conv group(s) frozen"] if groups else [])
     return ", ".join(parts) or "whitening bias trains"
@@ -146,7 +149,7 @@ def summary_row(name: str, seconds: dict[Kind, list[float]], kinds: dict[Kind, f
     """One code's per-kind medians and projected full-run seconds."""
     medians = {kind: statistics.median(seconds[kind]) for kind in kinds}
     return {"recipe": name, "epochs": sum(kinds.values()),
-            "kinds": [{"kind": kind_name(kind), "epochs": count, "seconds_per_epoch": seconds[kind],
+            "kinds": [{"kind": kind_name(kind, len(kinds) == 1), "epochs": count, "seconds_per_epoch": seconds[kind],
                        "median_seconds_per_epoch": medians[kind]} for kind, count in kinds.items()],
             "projected_train_seconds": projected_seconds(medians, kinds)}
 
@@ -184,7 +187,8 @@ def main() -> None:
                     took = (time_airbench(work, args.airbench, args.epochs, frozen=not kind[0]) if name == own
                             else time_recipe(work, base, name, args.epochs, kind))
                     seconds[name][kind].append(took)
-                    print(f"=== round {round_ + 1} {name}, {kind_name(kind)}: {took:.1f} s/epoch", flush=True)
+                    print(f"=== round {round_ + 1} {name}, {kind_name(kind, len(kinds[name]) == 1)}: "
+                          f"{took:.1f} s/epoch", flush=True)
     rows = [summary_row(name, seconds[name], kinds[name]) for name in names]
     for row in rows:
         row["ratio_to_first"] = row["projected_train_seconds"] / rows[0]["projected_train_seconds"]

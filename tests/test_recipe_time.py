@@ -36,6 +36,7 @@ def test_frozen_groups_make_kinds_of_their_own_in_the_last_epochs():
     assert epoch_kinds(4, 3, [2]) == {(True, 0): 2, (True, 1): 1, (False, 1): 1}  # the bias trains in a frozen one
     assert kind_name((False, 2)) == "whitening bias frozen, 2 conv group(s) frozen"
     assert kind_name((True, 0)) == "whitening bias trains"
+    assert kind_name((True, 0), only=True) == "every epoch"  # resnet-cpu's: nothing to freeze
 
 
 def test_a_recipe_without_a_whitening_bias_has_every_epoch_of_one_kind():
