@@ -135,7 +135,7 @@ def frozen_for_epoch(t: Trainer, epoch: int) -> list[nn.Parameter]:
     The whitening bias trains in epochs 1..whiten_bias_epochs only, and each conv group of
     train.optim.freeze_last stops in its last epochs. Run eagerly, they are frozen with requires_grad,
     as airbench does for the bias, so that backward skips their gradients and every input gradient
-    below them (the bias: 0.89x a `cpu` step, BENCHMARKS.md 3k; the first group: about 0.7x); under
+    below them (the bias: 0.89x a `cpu` step, BENCHMARKS.md 3k; the first group too: 0.61x an epoch, 3m); under
     torch.compile or DDP their grads are dropped after backward instead, so that the compiled graph
     and DDP's reducer stay valid. Either way the optimizers skip them: no step, no weight decay.
     """
