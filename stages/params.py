@@ -111,7 +111,7 @@ class NumericsParams:
     # bf16 = autocast to bfloat16 (BatchNorm stays fp32); auto = bf16 where it runs natively
     # (stages/precision.py), else fp32
     precision: Literal["auto", "fp32", "bf16"]
-    channels_last: bool  # NHWC memory layout, faster convolutions on GPUs
+    channels_last: bool  # NHWC memory layout: faster convolutions on GPUs, and on the CPU (BENCHMARKS.md 3n)
     compile: bool  # torch.compile the model (pays its warm-up once per run, before the first epoch)
     cudnn_benchmark: bool  # CUDA: let cuDNN time its kernels once and keep the fastest (fixed shapes)
     deterministic: bool  # deterministic algorithms only (CUDA: slower, bit-repeatable); CPU runs always are
