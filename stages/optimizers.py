@@ -4,12 +4,16 @@ Parameter groups: BatchNorm biases get lr x bn_bias_lr and weight decay / bn_bia
 product, which sets how fast decay shrinks them, is unchanged); with `muon`, conv filters
 (4-D weights) go to Muon and everything else to `optimizer`. Parameters frozen when the
 model is built (airbench's whitening filters, BatchNorm scales with bn_weight frozen) are
-left out.
+left out. Parameters with a schedule of their own (train.optim.freeze_anneal) get groups of
+their own, keyed "schedule_scale": how many times faster than the run's they go through the
+lr schedule.
 """
 from __future__ import annotations
 
 import torch
 from torch import nn
+
+from typing import Callable
 
 from .params import OptimParams
 
@@ -53,10 +57,33 @@ def param_groups(model: nn.Module, lr: float, weight_decay: float, bn_bias_lr: f
     return groups, filters
 
 
-def make_optimizers(p: OptimParams, model: nn.Module) -> list[torch.optim.Optimizer]:
-    """The main optimizer, and Muon for the conv filters when p.muon; each group's peak lr in "peak_lr"."""
+def split_by_scale(groups: list[dict], scales: dict[int, float]) -> list[dict]:
+    """`groups` with the parameters that `scales` names (by id) moved to groups of their own, one per
+    group and scale, with "schedule_scale" set; the rest keep theirs, first, so that group 0 follows
+    the run's schedule. Empty groups are dropped."""
+    kept, moved = [], []
+    for group in groups:
+        by_scale: dict[float, list[nn.Parameter]] = {}
+        for param in group["params"]:
+            by_scale.setdefault(scales.get(id(param), 1.0), []).append(param)
+        for scale, params in sorted(by_scale.items()):
+            entry = {**group, "params": params}
+            if scale == 1.0:
+                kept.append(entry)
+            else:
+                moved.append(entry | {"schedule_scale": scale})
+    return kept + moved
+
+
+def make_optimizers(p: OptimParams, model: nn.Module,
+                    scales: dict[int, float] | None = None) -> list[torch.optim.Optimizer]:
+    """The main optimizer, and Muon for the conv filters when p.muon; each group's peak lr in "peak_lr".
+
+    `scales`: id(parameter) -> how many times faster it goes through the lr schedule (set_lr).
+    """
     lr, decay = step_values(p)
     groups, filters = param_groups(model, lr, decay, p.bn_bias_lr, split_filters=p.muon)
+    groups = split_by_scale(groups, scales or {})
     if p.optimizer == "sgd":
         optimizers = [torch.optim.SGD(groups, lr=lr, momentum=p.momentum, nesterov=p.nesterov)]
     elif p.optimizer == "adamw":
@@ -64,18 +91,20 @@ def make_optimizers(p: OptimParams, model: nn.Module) -> list[torch.optim.Optimi
     else:
         raise ValueError(f"Invalid optimizer {p.optimizer!r}. Only sgd, adamw are supported.")
     if filters:
-        optimizers.append(Muon(filters, lr=p.muon_lr, momentum=p.muon_momentum))
+        optimizers.append(Muon(split_by_scale([{"params": filters}], scales or {}),
+                               lr=p.muon_lr, momentum=p.muon_momentum))
     for optimizer in optimizers:
         for group in optimizer.param_groups:
             group["peak_lr"] = group["lr"]
     return optimizers
 
 
-def set_lr(optimizers: list[torch.optim.Optimizer], factor: float) -> None:
-    """Every group's lr = its peak lr x factor (the schedule's value for the coming step)."""
+def set_lr(optimizers: list[torch.optim.Optimizer], factor_at: Callable[[float], float], step: int) -> None:
+    """Every group's lr = its peak lr x the schedule's factor for the coming `step` of the run,
+    taken at step x the group's "schedule_scale" (1 unless it has a shorter schedule of its own)."""
     for optimizer in optimizers:
         for group in optimizer.param_groups:
-            group["lr"] = group["peak_lr"] * factor
+            group["lr"] = group["peak_lr"] * factor_at(step * group.get("schedule_scale", 1.0))
 
 
 def orthogonalize(g: torch.Tensor, steps: int = 5, eps: float = 1e-7) -> torch.Tensor:

@@ -89,6 +89,9 @@ class OptimParams:
     # airbench: per conv group from the first, how many final epochs it stops training in (its filters and
     # BatchNorm biases), e.g. [3, 1]; backward then stops before the frozen groups. [] = none.
     freeze_last: list[int]
+    # true: each group of freeze_last runs the whole lr schedule within the epochs it trains, so that
+    # its lr has decayed to decay_to when it freezes (FreezeOut); false: the run's, cut off there
+    freeze_anneal: bool
 
 
 @dataclass(frozen=True)
@@ -362,6 +365,13 @@ def _train_rules(t: TrainParams, prefix: str, keys: set[str]) -> list[str]:
          "and none above the one before (a group freezes no later than the groups after it), e.g. [3, 1]"),
         (("optim.freeze_last", "model.name"), o.freeze_last, not any(o.freeze_last) or m.name == "airbench",
          "[] unless model.name is airbench (its conv groups are what freeze)"),
+        (("optim.freeze_anneal", "optim.freeze_last"), o.freeze_anneal,
+         not o.freeze_anneal or any(0 < k < o.epochs for k in o.freeze_last),
+         "false unless freeze_last freezes a group after it has trained (a count in 1..epochs - 1): "
+         "it sets the lr schedule of the groups that freeze"),
+        (("optim.freeze_anneal", "optim.schedule"), o.freeze_anneal,
+         not o.freeze_anneal or o.schedule != "constant",
+         "false unless schedule is linear or cosine (a constant lr has nothing to anneal)"),
         ("augment.crop_pad", a.crop_pad, 0 <= a.crop_pad <= 16, "in 0..16"),
         ("average.ema", v.ema, 0 <= v.ema < 1, "in [0, 1)"),
         ("average.lookahead", v.lookahead, 0 <= v.lookahead < 1, "in [0, 1)"),

@@ -93,11 +93,12 @@ def make_trainer(p: TrainParams, model: nn.Module, steps_per_epoch: int, train_i
     if n.precision == "auto":
         raise ValueError("train.numerics.precision 'auto' must be resolved first (stages.precision)")
     total = o.epochs * steps_per_epoch
-    optimizers = make_optimizers(o, model)
+    freezes = group_freezes(model, o.freeze_last, o.epochs)
+    optimizers = make_optimizers(o, model, annealed_scales(freezes, o.epochs) if o.freeze_anneal else None)
     lr_at = None
     if o.schedule != "constant" or o.warmup > 0:
         lr_at = lambda step: lr_factor(step, total, o.warmup, o.schedule, o.warmup_from, o.decay_to)  # noqa: E731
-        set_lr(optimizers, lr_at(0))
+        set_lr(optimizers, lr_at, 0)
     ema = make_ema(model, p.average.ema) if p.average.ema else None
     lookahead = Lookahead(model, p.average.lookahead, p.average.lookahead_every, total) if p.average.lookahead else None
     flip_base = None
@@ -116,7 +117,7 @@ def make_trainer(p: TrainParams, model: nn.Module, steps_per_epoch: int, train_i
     return Trainer(forward if forward is not None else model, optimizers, lr_at, ema, lookahead,
                    o.label_smoothing, torch.bfloat16 if n.precision == "bf16" else None, p.augment.crop_pad,
                    p.augment.flip, flip_base, n.channels_last, module=model, whiten_bias=whiten_bias,
-                   whiten_bias_epochs=o.whiten_bias_epochs, freezes=group_freezes(model, o.freeze_last, o.epochs),
+                   whiten_bias_epochs=o.whiten_bias_epochs, freezes=freezes,
                    steps_after_backward=not fused)
 
 
@@ -127,6 +128,13 @@ def group_freezes(model: nn.Module, freeze_last: list[int], epochs: int) -> list
         return []
     return [(epochs - last + 1, [q for q in group.parameters() if q.requires_grad])
             for group, last in zip(model.groups, freeze_last) if last]
+
+
+def annealed_scales(freezes: list[tuple[int, list[nn.Parameter]]], epochs: int) -> dict[int, float]:
+    """train.optim.freeze_anneal (FreezeOut's scaled schedule, Brock et al. 2017): id(parameter) -> how
+    many times faster its group goes through the lr schedule, so that the whole schedule, warm-up to
+    decay_to, fits the epochs before the group freezes. A group frozen from the first epoch never trains."""
+    return {id(q): epochs / (first - 1) for first, params in freezes if first > 1 for q in params}
 
 
 def frozen_for_epoch(t: Trainer, epoch: int) -> list[nn.Parameter]:
@@ -194,7 +202,7 @@ def train_epoch(t: Trainer, images: torch.Tensor, labels: torch.Tensor, batch_si
             for optimizer in t.optimizers:
                 optimizer.step()
         if t.lr_at is not None:
-            set_lr(t.optimizers, t.lr_at(first_step + step + 1))
+            set_lr(t.optimizers, t.lr_at, first_step + step + 1)
         if t.ema is not None:
             t.ema.update_parameters(t.weights)
         if t.lookahead is not None:

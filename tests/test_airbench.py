@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from stages.models import Airbench, build_model
+from stages.optimizers import set_lr
 from stages.params import parse_params
 from stages.trainer import fit, make_trainer, train_epoch
 from stages.whitening import init_whitening
@@ -140,6 +141,33 @@ def test_freeze_last_stops_each_group_in_its_last_epochs_and_backward_before_it_
     # eager: no graph below a frozen group; a wrapper keeps it (grads dropped after backward instead)
     assert seen == {1: [True] * 4 + [wrapped] * 8, 2: [True] * 8 + [wrapped] * 4}
     assert all(q.grad is None for q in model.groups[:2].parameters())
+
+
+def test_freeze_anneal_runs_each_freezing_group_through_the_whole_schedule_before_it_freezes():
+    p = tiny(**{"train.optim.epochs": 4, "train.optim.freeze_last": [2, 1], "train.optim.freeze_anneal": True,
+                "train.optim.schedule": "linear", "train.optim.warmup": 0.25, "train.optim.warmup_from": 0.2,
+                "train.optim.decay_to": 0.1})
+    d = data()
+    model = built(p, d["images"])
+    t = make_trainer(p, model, 4, 64)  # 4 steps an epoch: the run 16, the first group 8, the second 12
+    lrs = {}  # factor of its peak lr for each conv group and the head, per step
+    for step in range(16):
+        for name, params in (("first", model.groups[0].parameters()), ("second", model.groups[1].parameters()),
+                             ("head", model.head.parameters())):
+            ids = {id(q) for q in params if q.ndim > 1}  # its filters (BatchNorm biases: a group beside them)
+            group = next(g for g in t.optimizers[0].param_groups if ids & {id(q) for q in g["params"]})
+            lrs.setdefault(name, []).append(group["lr"] / group["peak_lr"])
+        set_lr(t.optimizers, t.lr_at, step + 1)
+    assert lrs["head"][0] == pytest.approx(0.4) and lrs["head"][3] == pytest.approx(1.0)  # warm-up: 4 of 16
+    assert lrs["head"][15] == pytest.approx(1 - 0.9 * 11 / 12)  # the run's: linear toward 0.1
+    # the first group trains 8 steps at twice the pace, the second 12 at 4/3: each through the whole schedule
+    assert lrs["first"][:8] == [pytest.approx(lrs["head"][2 * k]) for k in range(8)]
+    assert [lrs["second"][k] for k in (0, 3, 6, 9)] == [pytest.approx(lrs["head"][k]) for k in (0, 4, 8, 12)]
+    assert lrs["first"][7] < lrs["head"][7] / 2  # near decay_to where the run is still at 0.78
+    assert lrs["first"][8:] == [pytest.approx(0.1)] * 8  # then decay_to, as it is frozen
+    plain = make_trainer(tiny(**{"train.optim.epochs": 4, "train.optim.freeze_last": [2, 1]}),
+                         built(p, d["images"]), 4, 64)
+    assert all("schedule_scale" not in g for g in plain.optimizers[0].param_groups)  # false: the run's, cut off
 
 
 def test_frozen_groups_train_again_from_an_earlier_epoch():

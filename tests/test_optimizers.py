@@ -58,9 +58,28 @@ def test_muon_takes_the_conv_filters_and_schedules_scale_every_group():
     assert isinstance(muon, Muon)
     assert all(p.ndim == 4 for g in muon.param_groups for p in g["params"])
     assert not any(p.ndim == 4 for g in sgd.param_groups for p in g["params"])
-    set_lr(optimizers, 0.5)
+    set_lr(optimizers, lambda step: 0.5, 7)
     assert muon.param_groups[0]["lr"] == pytest.approx(0.12)
     assert sgd.param_groups[1]["lr"] == pytest.approx(0.5 * sgd.param_groups[1]["peak_lr"])
+
+
+def test_split_by_scale_gives_scaled_parameters_groups_of_their_own_and_set_lr_runs_them_faster():
+    spec = parse_params(params_dict(**{"train.recipe": "cpu"})).train.model
+    model = build_model(spec, 10)
+    first = [q for q in model.groups[0].parameters() if q.requires_grad]  # conv filters and BN biases
+    scales = {id(q): 2.0 for q in first}
+    for muon in (False, True):
+        optimizers = make_optimizers(optim(muon=muon), model, scales)
+        groups = [g for o in optimizers for g in o.param_groups]
+        assert all(g.get("schedule_scale", 1.0) == (2.0 if id(g["params"][0]) in scales else 1.0) for g in groups)
+        assert all({id(q) in scales for q in g["params"]} in ({True}, {False}) for g in groups)
+        assert sum(len(g["params"]) for g in groups if "schedule_scale" in g) == len(first)
+        assert "schedule_scale" not in optimizers[0].param_groups[0]  # group 0 follows the run's schedule
+        bn = next(g for g in optimizers[0].param_groups if "schedule_scale" in g and g["params"][0].ndim == 1)
+        assert bn["lr"] == pytest.approx(optimizers[0].param_groups[0]["lr"] * 64.0)  # keeps its bn_bias_lr
+        set_lr(optimizers, lambda step: 1.0 - step / 100, 30)
+        assert all(g["lr"] == pytest.approx(g["peak_lr"] * (0.4 if "schedule_scale" in g else 0.7)) for g in groups)
+    assert len(make_optimizers(optim(), model, {})[0].param_groups) == 2  # nothing scaled: as before
 
 
 def test_orthogonalize_keeps_singular_vectors_and_brings_singular_values_near_1():

@@ -278,3 +278,20 @@ def test_freeze_last_needs_the_airbench_network_also_when_only_the_model_is_over
         parse_params(params_dict(**{"train.recipe": "cpu", "train.optim.freeze_last": [2],
                                     "train.model.name": "resnet"}))
     assert parse_params(params_dict(**{"train.recipe": "resnet-cpu", "train.optim.freeze_last": [0]}))
+
+
+@pytest.mark.parametrize("freeze", [[], [0], [9]])
+def test_freeze_anneal_needs_a_group_that_trains_and_then_freezes(freeze):
+    with pytest.raises(ParamsError, match=r"train\.optim\.freeze_anneal: got True; must be false unless freeze_last "
+                                          r"freezes a group after it has trained"):
+        parse_params(params_dict(**{"train.recipe": "cpu", "train.optim.freeze_last": freeze,
+                                    "train.optim.freeze_anneal": True}))
+    assert parse_params(params_dict(**{"train.recipe": "cpu", "train.optim.freeze_last": [5, 2],
+                                       "train.optim.freeze_anneal": True})).train.optim.freeze_anneal
+
+
+def test_freeze_anneal_needs_a_schedule_that_decays():
+    with pytest.raises(ParamsError, match=r"train\.optim\.freeze_anneal: got True; must be false unless schedule is "
+                                          r"linear or cosine"):
+        parse_params(params_dict(**{"train.recipe": "cpu", "train.optim.freeze_last": [3],
+                                    "train.optim.freeze_anneal": True, "train.optim.schedule": "constant"}))
