@@ -123,12 +123,19 @@ def airbench_epochs(variant: str) -> tuple[float, float]:
     return opt["train_epochs"], opt["whiten_bias_epochs"]
 
 
+def kind_overrides(epochs: int, kind: Kind) -> dict:
+    """The train.* values that make every one of `epochs` epochs of `kind`. freeze_anneal is turned off:
+    it sets the lr of groups that train and then freeze, not the work of an epoch, and a run frozen
+    throughout has no such group."""
+    bias, groups = kind
+    return {"train.optim.epochs": epochs, "train.optim.whiten_bias_epochs": epochs if bias else 0,
+            "train.optim.freeze_last": [epochs] * groups, "train.optim.freeze_anneal": False}
+
+
 def time_recipe(work: Path, base: dict, spec: str, epochs: int, kind: Kind) -> float:
     """Seconds per epoch of the train stage's own timing, for `epochs` epochs of the --recipes entry `spec`,
     every one of them of `kind`."""
-    bias, groups = kind
-    extra = {"train.optim.epochs": epochs, "train.optim.whiten_bias_epochs": epochs if bias else 0,
-             "train.optim.freeze_last": [epochs] * groups}
+    extra = kind_overrides(epochs, kind)
     (work / "params.yaml").write_text(yaml.safe_dump(recipe_params(base, spec, extra), sort_keys=False))
     run_stages(work, only=("train",))
     return json.loads((work / "metrics/train.json").read_text())["train_seconds"] / epochs

@@ -6,8 +6,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from benchmarks.recipe_time import (epoch_kinds, kind_name, projected_seconds, recipe_epochs, recipe_params,
-                                    recipe_spec)
+from benchmarks.recipe_time import (epoch_kinds, kind_name, kind_overrides, projected_seconds, recipe_epochs,
+                                    recipe_params, recipe_spec)
+from stages.params import parse_params
 
 PARAMS = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
 
@@ -58,6 +59,15 @@ def test_the_timed_run_takes_the_entry_then_the_extra_values_without_touching_th
     assert params["train"]["recipe"] == "cpu"
     assert params["train"]["model"]["activation"] == "gelu" and params["train"]["optim"]["epochs"] == 1
     assert PARAMS["train"]["model"].get("activation") is None  # the base is copied, not changed
+
+
+def test_every_kind_of_an_annealed_freeze_is_timed_by_a_run_the_params_accept():
+    spec = "cpu@train.optim.epochs=12@train.optim.freeze_last=[5, 2]@train.optim.freeze_anneal=true"
+    kinds = recipe_epochs(PARAMS, spec)
+    assert kinds == {(True, 0): 3, (False, 0): 4, (False, 1): 3, (False, 2): 2}
+    for kind in kinds:
+        optim = parse_params(recipe_params(PARAMS, spec, kind_overrides(1, kind))).train.optim
+        assert (optim.epochs, optim.freeze_last, optim.freeze_anneal) == (1, [1] * kind[1], False)
 
 
 @pytest.mark.parametrize("spec", ["@train.optim.epochs=11", "cpu@epochs"])
