@@ -84,6 +84,9 @@ def override_groups(texts: list[str]) -> list[list[str]]:
         except ValueError:  # prose with an apostrophe
             words = text.split()
         found = [value for flag, value in zip(words, words[1:]) if flag in OVERRIDE_FLAGS and value not in GENERIC]
+        # benchmarks' --recipe NAME (not a placeholder such as RECIPE) is the recipe the --set values apply to
+        found += [f"train.recipe={value}" for flag, value in zip(words, words[1:])
+                  if flag == "--recipe" and re.fullmatch(r"[a-z0-9-]+", value) and found]
         if found:
             groups.append(found)
     return groups
@@ -256,6 +259,15 @@ def test_overrides_of_one_command_are_checked_together():
     assert override_problem("prepare.mean=train").endswith("'train' must be set on both or neither")
     assert override_groups(["dvc exp run -S a=1", "`x` and prose", "python benchmarks/recipe.py --set b=2"]) == [
         ["a=1"], ["b=2"]]
+
+
+def test_a_benchmark_s_recipe_is_the_one_its_overrides_are_checked_against():
+    (group,) = override_groups(["python benchmarks/recipe.py --recipe cpu --set 'train.optim.freeze_last=[5, 2]'"])
+    assert group == ["train.optim.freeze_last=[5, 2]", "train.recipe=cpu"]
+    assert override_problem(group[0], group[1:]) is None
+    assert "must be [] unless model.name is airbench" in override_problem(group[0])  # the default recipe: an MLP
+    assert override_groups(["python benchmarks/recipe.py --recipe RECIPE --set evaluate.tta=airbench"]) == [
+        ["evaluate.tta=airbench"]]
 
 
 @pytest.mark.parametrize("line, problem", [
