@@ -10,10 +10,10 @@ lr schedule.
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 from torch import nn
-
-from typing import Callable
 
 from .params import OptimParams
 
