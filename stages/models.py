@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .common import StageError, progress, require_file
@@ -187,8 +188,10 @@ class Airbench(nn.Module):
         self.output_scale = output_scale
 
     def forward(self, x):  # (N, 3, 32, 32)
-        x = self.pool(self.groups(self.act(self.whiten(x)))).flatten(1)  # (N, w3)
-        return self.head(x) * self.output_scale
+        x = self.groups(self.act(self.whiten(x)))
+        # The max over the whole last map: 3x3 at 32 pixels, smaller on train.augment.early_crop's crops.
+        x = self.pool(x) if x.shape[-1] == self.pool.kernel_size else F.max_pool2d(x, x.shape[-2:])
+        return self.head(x.flatten(1)) * self.output_scale  # (N, w3) -> (N, classes)
 
 
 MODELS = {"mlp": MLP, "cnn": CNN, "resnet": ResNet9, "airbench": Airbench}

@@ -98,6 +98,10 @@ class OptimParams:
 class AugmentParams:
     crop_pad: int  # random translation: reflect-pad by this many pixels and crop 32x32; 0 = off (airbench 2)
     flip: Literal["none", "random", "alternate"]  # alternate: each image flipped on every other epoch
+    # airbench: in the first early_crop_epochs epochs, train on a random early_crop x early_crop window of
+    # each (augmented) image instead of the whole image: fewer pixels, cheaper epochs. 0 = off.
+    early_crop: int
+    early_crop_epochs: int
 
 
 @dataclass(frozen=True)
@@ -373,6 +377,13 @@ def _train_rules(t: TrainParams, prefix: str, keys: set[str]) -> list[str]:
          not o.freeze_anneal or o.schedule != "constant",
          "false unless schedule is linear or cosine (a constant lr has nothing to anneal)"),
         ("augment.crop_pad", a.crop_pad, 0 <= a.crop_pad <= 16, "in 0..16"),
+        ("augment.early_crop", a.early_crop, a.early_crop == 0 or a.early_crop >= 9,
+         "0 (off) or at least 9 pixels (airbench's three 2x2 poolings need 9)"),
+        (("augment.early_crop", "model.name"), a.early_crop, not a.early_crop or m.name == "airbench",
+         "0 unless model.name is airbench (its last max-pool takes any map size)"),
+        (("augment.early_crop_epochs", "optim.epochs", "augment.early_crop"), a.early_crop_epochs,
+         0 <= a.early_crop_epochs <= o.epochs and (a.early_crop_epochs > 0) == (a.early_crop > 0),
+         f"in 1..epochs ({o.epochs}) when early_crop is set, 0 when it is 0"),
         ("average.ema", v.ema, 0 <= v.ema < 1, "in [0, 1)"),
         ("average.lookahead", v.lookahead, 0 <= v.lookahead < 1, "in [0, 1)"),
         ("average.lookahead_every", v.lookahead_every, v.lookahead_every >= 1, ">= 1"),

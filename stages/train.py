@@ -102,6 +102,9 @@ def train_on(args: argparse.Namespace, params: Params, device: torch.device, dis
     check_normalization(train, params.prepare, args.prepared / "train.pt")
     torch.manual_seed(n.seed)
     image_size = train["images"].shape[-1]  # prepare.image_size, as the prepared data holds it
+    if p.augment.early_crop >= image_size:
+        raise StageError(f"train.augment.early_crop {p.augment.early_crop}: must be smaller than the prepared "
+                         f"images ({image_size}x{image_size} pixels, prepare.image_size) to crop them, or 0 (off)")
     try:
         model = build_model(p.model, num_classes=len(train["classes"]), image_size=image_size).to(device)
     except ValueError as err:
@@ -112,7 +115,10 @@ def train_on(args: argparse.Namespace, params: Params, device: torch.device, dis
              dist.world, dataclasses.asdict(p))
     log.info("model %s, %d parameters:\n%s", p.model.name, sum(t.numel() for t in model.parameters()), model)
     steps = math.ceil(len(train["labels"]) / p.optim.batch_size)
-    flops = training_flops(model, train["images"][:2], p.optim.epochs * len(train["labels"]))
+    a, sample = p.augment, train["images"][:2]
+    flops = (training_flops(model, sample, (p.optim.epochs - a.early_crop_epochs) * len(train["labels"]))
+             + training_flops(model, sample[..., :a.early_crop, :a.early_crop], a.early_crop_epochs * len(train["labels"]))
+             if a.early_crop else training_flops(model, sample, p.optim.epochs * len(train["labels"])))
     if n.channels_last:
         model.to(memory_format=torch.channels_last)
     forward = torch.compile(model) if n.compile else model

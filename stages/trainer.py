@@ -24,7 +24,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.optim.swa_utils import AveragedModel
 
-from .augment import augment, flip_mask
+from .augment import augment, crop, flip_mask
 from .averaging import Lookahead, make_ema
 from .common import (Interrupted, StageError, first_line, out_of_memory_hint, progress, save_tensors,
                      signals_deferred)
@@ -60,6 +60,8 @@ class Trainer:
     flip: str = "none"
     flip_base: torch.Tensor | None = None  # alternate flips: one coin per training image, drawn once
     channels_last: bool = False
+    early_crop: int = 0  # train.augment.early_crop: pixels of the random windows epochs 1..early_crop_epochs train on
+    early_crop_epochs: int = 0
     module: nn.Module | None = None  # the plain model under a compile/DDP wrapper; None = `model` itself
     whiten_bias: nn.Parameter | None = None  # trains in epochs 1..whiten_bias_epochs only
     whiten_bias_epochs: int = 0
@@ -118,6 +120,7 @@ def make_trainer(p: TrainParams, model: nn.Module, steps_per_epoch: int, train_i
                    o.label_smoothing, torch.bfloat16 if n.precision == "bf16" else None, p.augment.crop_pad,
                    p.augment.flip, flip_base, n.channels_last, module=model, whiten_bias=whiten_bias,
                    whiten_bias_epochs=o.whiten_bias_epochs, freezes=freezes,
+                   early_crop=p.augment.early_crop, early_crop_epochs=p.augment.early_crop_epochs,
                    steps_after_backward=not fused)
 
 
@@ -175,6 +178,8 @@ def train_epoch(t: Trainer, images: torch.Tensor, labels: torch.Tensor, batch_si
     images, labels = images[order], labels[order]  # one gather per epoch; batches below are views
     if t.crop_pad or flips is not None:
         images = augment(images, t.crop_pad, flips, generator)
+    if epoch <= t.early_crop_epochs:
+        images = crop(images, t.early_crop, generator)
     if t.channels_last:
         images = images.contiguous(memory_format=torch.channels_last)
     dropped = frozen_for_epoch(t, epoch)
