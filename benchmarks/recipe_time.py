@@ -16,9 +16,10 @@ with native bf16, add `--set train.numerics.precision=fp32` (the recipes would t
 An airbench-style run trains its whitening bias in its first epochs only (3 of 11 for train93),
 and an epoch with it frozen skips a convolution's input gradient (about 10% of the step); with
 `train.optim.freeze_last` its first conv groups stop training in its last epochs, and backward
-stops before them. Each round times one run of every kind of epoch a full run has (a run whose
-every epoch is of that kind: `whiten_bias_epochs` 0 or all, `freeze_last` all for that many
-groups), and the projection adds them in the run's own proportion.
+stops before them; with `train.augment.early_crop` its first epochs see smaller images. Each round
+times one run of every kind of epoch a full run has (a run whose every epoch is of that kind:
+`whiten_bias_epochs` 0 or all, `freeze_last` all for that many groups, `early_crop_epochs` 0 or
+all), and the projection adds them in the run's own proportion.
 
 A --recipes entry may carry overrides of its own after `@`, e.g.
 `cpu@train.model.activation=gelu@train.optim.epochs=11`:
@@ -62,16 +63,18 @@ def recipe_params(params: dict, spec: str, extra: dict | None = None) -> dict:
     return set_dotted(json.loads(json.dumps(params)), {**recipe_spec(spec), **(extra or {})})
 
 
-Kind = tuple[bool, int]  # an epoch's kind: (the whitening bias trains, conv groups frozen by freeze_last)
+# An epoch's kind: (the whitening bias trains, conv groups frozen by freeze_last, on early_crop's windows)
+Kind = tuple[bool, int, bool]
 
 
-def epoch_kinds(epochs: float, bias_epochs: float, freeze_last: list[int] | tuple[int, ...] = ()) -> dict[Kind, float]:
+def epoch_kinds(epochs: float, bias_epochs: float, freeze_last: list[int] | tuple[int, ...] = (),
+                crop_epochs: int = 0) -> dict[Kind, float]:
     """How many epochs of a full run are of each kind (a fractional last epoch, as train94's 9.9, counts its
-    fraction): the whitening bias trains in the first bias_epochs, and group k is frozen in the last
-    freeze_last[k]."""
+    fraction): the whitening bias trains in the first bias_epochs, group k is frozen in the last
+    freeze_last[k], and the first crop_epochs train on early_crop's windows."""
     kinds: dict[Kind, float] = {}
     for epoch in range(1, math.ceil(epochs) + 1):
-        kind = (epoch <= bias_epochs, sum(epoch > epochs - last for last in freeze_last))
+        kind = (epoch <= bias_epochs, sum(epoch > epochs - last for last in freeze_last), epoch <= crop_epochs)
         kinds[kind] = kinds.get(kind, 0) + min(1.0, epochs - (epoch - 1))
     return kinds
 
@@ -80,8 +83,10 @@ def kind_name(kind: Kind, only: bool = False) -> str:
     """How an epoch of `kind` is logged; `only`: the run has no other kind (e.g. no whitening bias at all)."""
     if only:
         return "every epoch"
-    bias, groups = kind
+    bias, groups, cropped = kind
     parts = ([] if bias else ["whitening bias frozen"]) + ([f"{groups} conv group(s) frozen"] if groups else [])
+    if cropped:
+        parts = (parts or ["whitening bias trains"]) + ["on early_crop windows"]
     return ", ".join(parts) or "whitening bias trains"
 
 
@@ -91,7 +96,8 @@ def recipe_epochs(params: dict, spec: str) -> dict[Kind, float]:
     train = parse_params(recipe_params(params, spec)).train
     whitened = train.model.name == "airbench" and train.model.whiten
     o = train.optim
-    return epoch_kinds(o.epochs, o.whiten_bias_epochs if whitened else o.epochs, o.freeze_last)
+    return epoch_kinds(o.epochs, o.whiten_bias_epochs if whitened else o.epochs, o.freeze_last,
+                       train.augment.early_crop_epochs)
 
 
 def projected_seconds(medians: dict[Kind, float], kinds: dict[Kind, float]) -> float:
@@ -126,10 +132,12 @@ def airbench_epochs(variant: str) -> tuple[float, float]:
 def kind_overrides(epochs: int, kind: Kind) -> dict:
     """The train.* values that make every one of `epochs` epochs of `kind`. freeze_anneal is turned off:
     it sets the lr of groups that train and then freeze, not the work of an epoch, and a run frozen
-    throughout has no such group."""
-    bias, groups = kind
+    throughout has no such group. An epoch off early_crop's windows turns early_crop off."""
+    bias, groups, cropped = kind
     return {"train.optim.epochs": epochs, "train.optim.whiten_bias_epochs": epochs if bias else 0,
-            "train.optim.freeze_last": [epochs] * groups, "train.optim.freeze_anneal": False}
+            "train.optim.freeze_last": [epochs] * groups, "train.optim.freeze_anneal": False,
+            "train.augment.early_crop_epochs": epochs if cropped else 0,
+            **({} if cropped else {"train.augment.early_crop": 0})}
 
 
 def time_recipe(work: Path, base: dict, spec: str, epochs: int, kind: Kind) -> float:

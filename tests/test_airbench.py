@@ -268,3 +268,28 @@ def test_profile_step_times_two_epochs_of_one_run_alternately(capsys):
     out = capsys.readouterr().out
     assert "over 2 passes of 2 steps" in out and "epoch 2 against epoch 1:" in out
     assert model.whiten.bias.requires_grad  # round 2 ran epoch 2, then 1: the order swaps every round
+
+
+def test_early_crop_trains_the_first_epochs_on_windows_and_the_rest_on_whole_images():
+    p = tiny(**{"train.augment.early_crop": 24, "train.augment.early_crop_epochs": 2, "train.optim.epochs": 3})
+    d = data()
+    model = built(p, d["images"])
+    t = make_trainer(p, model, 4, 64)
+    sizes = []
+    model.register_forward_pre_hook(lambda m, args: sizes.append(tuple(args[0].shape[-2:])))
+    generator = torch.Generator().manual_seed(0)
+    for epoch in (1, 2, 3):
+        sizes.append(epoch)
+        loss, _ = train_epoch(t, d["images"], d["labels"], 16, generator, epoch)
+        assert loss == loss  # finite: the last max-pool took the smaller maps
+    assert sizes == [1, *[(24, 24)] * 4, 2, *[(24, 24)] * 4, 3, *[(32, 32)] * 4]
+
+
+@pytest.mark.parametrize("size, last_map", [(32, 3), (24, 2), (9, 1)])
+def test_the_last_max_pool_takes_the_whole_last_map_at_any_size(size, last_map):
+    model = build_model(tiny().model, 10).eval()
+    x = torch.randn(2, 3, size, size)
+    features = model.groups(model.act(model.whiten(x)))
+    assert features.shape[-2:] == (last_map, last_map)
+    expected = model.head(features.amax((2, 3))) * model.output_scale
+    assert torch.allclose(model(x), expected)

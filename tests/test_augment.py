@@ -1,10 +1,10 @@
-"""Augmentation: translation stays within the pad, flip modes follow their definitions."""
+"""Augmentation: translation stays within the pad, flip modes follow their definitions, early crops are windows."""
 from __future__ import annotations
 
 import pytest
 import torch
 
-from stages.augment import augment, flip_mask, translate
+from stages.augment import augment, crop, flip_mask, translate
 
 
 def test_alternate_flip_flips_each_image_on_every_other_epoch():
@@ -77,3 +77,23 @@ def test_augment_off_is_identity_and_flip_only_mirrors():
     same = (flipped == images).flatten(1).all(1)
     mirrored = (flipped == images.flip(3)).flatten(1).all(1)
     assert (same | mirrored).all() and 10 < mirrored.sum() < 54
+
+
+def test_crop_takes_a_window_of_each_image_at_a_seeded_random_place():
+    images = torch.randn(200, 3, 32, 32)
+    out = crop(images, 24, torch.Generator().manual_seed(0))
+    assert out.shape == (200, 3, 24, 24)
+    assert torch.equal(out, crop(images, 24, torch.Generator().manual_seed(0)))
+    places = []
+    for image, window in zip(images, out):
+        hits = [(dy, dx) for dy in range(9) for dx in range(9) if torch.equal(window, image[:, dy:dy + 24, dx:dx + 24])]
+        assert len(hits) == 1
+        places += hits
+    assert len(set(places)) > 60  # each image its own place, not one per batch
+    assert {dy for dy, _ in places} == {dx for _, dx in places} == set(range(9))  # every place a window fits
+
+
+@pytest.mark.parametrize("size", [0, 33])
+def test_a_crop_that_does_not_fit_is_refused(size):
+    with pytest.raises(ValueError, match=f"crop size {size} does not fit images of 32x32 pixels"):
+        crop(torch.zeros(2, 3, 32, 32), size, torch.Generator())

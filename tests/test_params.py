@@ -295,3 +295,23 @@ def test_freeze_anneal_needs_a_schedule_that_decays():
                                           r"linear or cosine"):
         parse_params(params_dict(**{"train.recipe": "cpu", "train.optim.freeze_last": [3],
                                     "train.optim.freeze_anneal": True, "train.optim.schedule": "constant"}))
+
+
+@pytest.mark.parametrize("dotted, message", [
+    ({"train.augment.early_crop": 8, "train.augment.early_crop_epochs": 1},
+     r"train\.augment\.early_crop: got 8; must be 0 \(off\) or at least 9 pixels"),
+    ({"train.augment.early_crop": 24},
+     r"train\.augment\.early_crop_epochs: got 0; must be in 1\.\.epochs \(9\) when early_crop is set, 0 when it is 0"),
+    ({"train.augment.early_crop_epochs": 2},
+     r"train\.augment\.early_crop_epochs: got 2; must be in 1\.\.epochs \(9\) when early_crop is set"),
+    ({"train.augment.early_crop": 24, "train.augment.early_crop_epochs": 10},
+     r"train\.augment\.early_crop_epochs: got 10; must be in 1\.\.epochs \(9\)"),
+    ({"train.augment.early_crop": 24, "train.augment.early_crop_epochs": 2, "train.model.name": "resnet"},
+     r"train\.augment\.early_crop: got 24; must be 0 unless model\.name is airbench"),
+])
+def test_early_crop_values_are_checked_against_each_other_the_epochs_and_the_model(dotted, message):
+    with pytest.raises(ParamsError, match=message):
+        parse_params(params_dict(**{"train.recipe": "cpu", **dotted}))
+    ok = parse_params(params_dict(**{"train.recipe": "cpu", "train.augment.early_crop": 24,
+                                     "train.augment.early_crop_epochs": 9})).train.augment
+    assert (ok.early_crop, ok.early_crop_epochs) == (24, 9)

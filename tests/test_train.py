@@ -239,6 +239,20 @@ def test_airbench_run_saves_whitening_filters_of_the_training_images(tmp_path, p
     assert torch.equal(state["whiten.weight"], whitening_filters(images, 2, 5e-4))
 
 
+def test_early_crop_counts_its_smaller_epochs_in_the_flops_and_must_be_smaller_than_the_images(tmp_path, prepared):
+    whole = run_train(tmp_path / "a", prepared, **{**RESUMABLE_AIRBENCH, "train.optim.epochs": 2})
+    cropped = run_train(tmp_path / "b", prepared, **{**RESUMABLE_AIRBENCH, "train.optim.epochs": 2,
+                                                     "train.augment.early_crop": 16,
+                                                     "train.augment.early_crop_epochs": 1})
+    flops = [json.loads(out["train.json"].read_text())["train_flops"] for out in (whole, cropped)]
+    assert 0.5 * flops[0] < flops[1] < 0.75 * flops[0]  # one of two epochs at about a quarter of the pixels
+    with pytest.raises(StageError, match=r"train\.augment\.early_crop 32: must be smaller than the prepared "
+                                         r"images \(32x32 pixels, prepare\.image_size\) to crop them, or 0"):
+        run_train(tmp_path / "c", prepared, **{**RESUMABLE_AIRBENCH, "train.augment.early_crop": 32,
+                                               "train.augment.early_crop_epochs": 1})
+    assert not (tmp_path / "c/model.pth").exists()
+
+
 def test_without_validation_the_history_keeps_empty_val_columns(tmp_path):
     model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 10))
     t = trainer.Trainer(model, [torch.optim.SGD(model.parameters(), lr=0.01)])
