@@ -115,10 +115,10 @@ def train_on(args: argparse.Namespace, params: Params, device: torch.device, dis
              dist.world, dataclasses.asdict(p))
     log.info("model %s, %d parameters:\n%s", p.model.name, sum(t.numel() for t in model.parameters()), model)
     steps = math.ceil(len(train["labels"]) / p.optim.batch_size)
-    a, sample = p.augment, train["images"][:2]
-    flops = (training_flops(model, sample, (p.optim.epochs - a.early_crop_epochs) * len(train["labels"]))
-             + training_flops(model, sample[..., :a.early_crop, :a.early_crop], a.early_crop_epochs * len(train["labels"]))
-             if a.early_crop else training_flops(model, sample, p.optim.epochs * len(train["labels"])))
+    a, sample, images = p.augment, train["images"][:2], len(train["labels"])
+    flops = training_flops(model, sample, (p.optim.epochs - a.early_crop_epochs) * images)
+    if a.early_crop:  # the first epochs, on smaller windows
+        flops += training_flops(model, sample[..., :a.early_crop, :a.early_crop], a.early_crop_epochs * images)
     if n.channels_last:
         model.to(memory_format=torch.channels_last)
     forward = torch.compile(model) if n.compile else model
