@@ -164,7 +164,7 @@ class ConvGroup(nn.Module):
 
 
 class Airbench(nn.Module):
-    """airbench94's network: whiten (2x2 conv, 24 channels) -> act -> 3 ConvGroups -> 3x3 max-pool -> linear.
+    """airbench94's network: whiten (2x2 conv, 24 channels) -> act -> 3 ConvGroups -> global max-pool -> linear.
 
     With `whiten`, the first conv's weights are set from training patches by
     stages.whitening.init_whitening and stay frozen; only its bias trains (for
@@ -174,7 +174,7 @@ class Airbench(nn.Module):
     WHITEN_WIDTH = 2 * 3 * 2 * 2  # 12 eigen-patches of 2x2x3 pixels, and their negatives
 
     def __init__(self, num_classes: int = 10, widths: tuple[int, int, int] = (64, 256, 256),
-                 blocks: Blocks = Blocks(), output_scale: float = 1 / 9, whiten: bool = True, image_size: int = 32):
+                 blocks: Blocks = Blocks(), output_scale: float = 1 / 9, whiten: bool = True):
         super().__init__()
         self.whiten = nn.Conv2d(3, self.WHITEN_WIDTH, 2, padding=0, bias=True)  # (N, 24, 31, 31)
         self.whiten.weight.requires_grad_(not whiten)
@@ -183,14 +183,13 @@ class Airbench(nn.Module):
         self.groups = nn.Sequential(ConvGroup(self.WHITEN_WIDTH, w1, blocks),  # (N, w1, 15, 15)
                                     ConvGroup(w1, w2, blocks),                 # (N, w2, 7, 7)
                                     ConvGroup(w2, w3, blocks))                 # (N, w3, 3, 3)
-        self.pool = nn.MaxPool2d((image_size - 1) // 8)  # 3 at 32 pixels: the last 3x3 map to one value
         self.head = nn.Linear(w3, num_classes, bias=False)
         self.output_scale = output_scale
 
     def forward(self, x):  # (N, 3, 32, 32)
         x = self.groups(self.act(self.whiten(x)))
         # The max over the whole last map: 3x3 at 32 pixels, smaller on train.augment.early_crop's crops.
-        x = self.pool(x) if x.shape[-1] == self.pool.kernel_size else F.max_pool2d(x, x.shape[-2:])
+        x = F.max_pool2d(x, x.shape[-2:])
         return self.head(x.flatten(1)) * self.output_scale  # (N, w3) -> (N, classes)
 
 
@@ -225,7 +224,7 @@ def build_model(spec: ModelParams, num_classes: int, image_size: int = 32) -> nn
     if spec.name == "resnet":
         return ResNet9(num_classes, spec.width, blocks, spec.output_scale, image_size)
     if spec.name == "airbench":
-        return Airbench(num_classes, tuple(spec.widths), blocks, spec.output_scale, spec.whiten, image_size)
+        return Airbench(num_classes, tuple(spec.widths), blocks, spec.output_scale, spec.whiten)  # any size
     return MODELS[spec.name](num_classes=num_classes, image_size=image_size)
 
 
