@@ -30,13 +30,13 @@ from torch.nn.parallel import DistributedDataParallel
 from .common import (StageError, atomic_path, check_normalization, choose_device, file_md5, run_stage, save_tensors,
                      write_json)
 from .distributed import Dist, launch_command, run_workers, setup, teardown
-from .flops import training_flops
+from .flops import run_flops
 from .models import Airbench, build_model
 from .params import Params, TrainParams, load_params
 from .precision import choose_precision
 from .prepared import load_split
 from .tracking import epoch_log
-from .trainer import fit, make_trainer, warm_up
+from .trainer import fit, frozen_in, make_trainer, warm_up
 from .whitening import init_whitening
 
 log = logging.getLogger("stages")
@@ -115,10 +115,8 @@ def train_on(args: argparse.Namespace, params: Params, device: torch.device, dis
              dist.world, dataclasses.asdict(p))
     log.info("model %s, %d parameters:\n%s", p.model.name, sum(t.numel() for t in model.parameters()), model)
     steps = math.ceil(len(train["labels"]) / p.optim.batch_size)
-    a, sample, images = p.augment, train["images"][:2], len(train["labels"])
-    flops = training_flops(model, sample, (p.optim.epochs - a.early_crop_epochs) * images)
-    if a.early_crop:  # the first epochs, on smaller windows
-        flops += training_flops(model, sample[..., :a.early_crop, :a.early_crop], a.early_crop_epochs * images)
+    flops = run_flops(model, train["images"][:2], len(train["labels"]), p.optim.epochs,
+                      lambda epoch: frozen_in(model, p, epoch), p.augment.early_crop, p.augment.early_crop_epochs)
     if n.channels_last:
         model.to(memory_format=torch.channels_last)
     forward = torch.compile(model) if n.compile else model

@@ -106,7 +106,7 @@ def make_trainer(p: TrainParams, model: nn.Module, steps_per_epoch: int, train_i
     flip_base = None
     if p.augment.flip == "alternate":
         flip_base = torch.rand(train_images, generator=torch.Generator().manual_seed(n.seed + FLIP_BASE_SEED)) < 0.5
-    whiten_bias = model.whiten.bias if isinstance(model, Airbench) and p.model.whiten else None
+    whiten_bias = whitening_bias(model, p)
     fused = False
     if n.fused_sgd:
         world = 2 if isinstance(forward, DistributedDataParallel) else 1
@@ -133,6 +133,25 @@ def group_freezes(model: nn.Module, freeze_last: list[int], epochs: int) -> list
             for group, last in zip(model.groups, freeze_last) if last]
 
 
+def whitening_bias(model: nn.Module, p: TrainParams) -> nn.Parameter | None:
+    """The airbench whitening layer's bias, which trains in the first whiten_bias_epochs only."""
+    return model.whiten.bias if isinstance(model, Airbench) and p.model.whiten else None
+
+
+def freeze_plan(epoch: int, whiten_bias: nn.Parameter | None, whiten_bias_epochs: int,
+                freezes: list[tuple[int, list[nn.Parameter]]]) -> list[tuple[nn.Parameter, bool]]:
+    """(parameter, frozen in `epoch`, 1-based) for each parameter that stops training during a run."""
+    plan = [(whiten_bias, epoch > whiten_bias_epochs)] if whiten_bias is not None else []
+    return plan + [(q, epoch >= first) for first, params in freezes for q in params]
+
+
+def frozen_in(model: nn.Module, p: TrainParams, epoch: int) -> list[nn.Parameter]:
+    """The parameters of `model` that a run of `p` keeps frozen in `epoch`, known before training (for
+    counting its FLOPs): the whitening bias after whiten_bias_epochs, train.optim.freeze_last's groups."""
+    freezes = group_freezes(model, p.optim.freeze_last, p.optim.epochs)
+    return [q for q, off in freeze_plan(epoch, whitening_bias(model, p), p.optim.whiten_bias_epochs, freezes) if off]
+
+
 def annealed_scales(freezes: list[tuple[int, list[nn.Parameter]]], epochs: int) -> dict[int, float]:
     """train.optim.freeze_anneal (FreezeOut's scaled schedule, Brock et al. 2017): id(parameter) -> how
     many times faster its group goes through the lr schedule, so that the whole schedule, warm-up to
@@ -150,8 +169,7 @@ def frozen_for_epoch(t: Trainer, epoch: int) -> list[nn.Parameter]:
     torch.compile or DDP their grads are dropped after backward instead, so that the compiled graph
     and DDP's reducer stay valid. Either way the optimizers skip them: no step, no weight decay.
     """
-    frozen = [(t.whiten_bias, epoch > t.whiten_bias_epochs)] if t.whiten_bias is not None else []
-    frozen += [(q, epoch >= first) for first, params in t.freezes for q in params]
+    frozen = freeze_plan(epoch, t.whiten_bias, t.whiten_bias_epochs, t.freezes)
     if t.model is t.weights:
         for q, off in frozen:
             q.requires_grad_(not off)

@@ -12,7 +12,7 @@ from torch import nn
 from stages.models import Airbench, build_model
 from stages.optimizers import set_lr
 from stages.params import parse_params
-from stages.trainer import fit, make_trainer, train_epoch
+from stages.trainer import fit, frozen_in, make_trainer, train_epoch
 from stages.whitening import init_whitening
 from tests.conftest import params_dict
 
@@ -168,6 +168,23 @@ def test_freeze_anneal_runs_each_freezing_group_through_the_whole_schedule_befor
     plain = make_trainer(tiny(**{"train.optim.epochs": 4, "train.optim.freeze_last": [2, 1]}),
                          built(p, d["images"]), 4, 64)
     assert all("schedule_scale" not in g for g in plain.optimizers[0].param_groups)  # false: the run's, cut off
+
+
+def test_the_plan_counted_before_training_freezes_what_training_freezes():
+    """stages.train counts each epoch's FLOPs from frozen_in before the trainer exists."""
+    p = tiny(**{"train.optim.epochs": 4, "train.optim.whiten_bias_epochs": 1, "train.optim.freeze_last": [2, 1]})
+    d = data(32)
+    model = built(p, d["images"])
+    planned = {epoch: {id(q) for q in frozen_in(model, p, epoch)} for epoch in (1, 2, 3, 4)}
+    t = make_trainer(p, model, 2, 32)
+    g = torch.Generator().manual_seed(0)
+    trained = {id(q) for q in model.parameters() if q.requires_grad}
+    for epoch in (1, 2, 3, 4):
+        train_epoch(t, d["images"], d["labels"], 16, g, epoch=epoch)
+        assert planned[epoch] == trained - {id(q) for q in model.parameters() if q.requires_grad}
+    assert planned[1] == set() and id(model.whiten.bias) in planned[2]
+    second = {id(q) for q in model.groups[1].parameters()} & trained
+    assert second and second == planned[4] - planned[3]  # the second group: the last epoch only
 
 
 def test_frozen_groups_train_again_from_an_earlier_epoch():
