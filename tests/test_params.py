@@ -135,9 +135,9 @@ def test_recipe_switch_takes_every_value_of_the_recipe(recipe):
     assert dataclasses.asdict(p.train) == {**raw["recipes"][recipe], "recipe": recipe}
 
 
-def test_the_recipes_are_the_tutorial_the_old_cpu_one_and_two_airbench_ones():
+def test_the_recipes_are_the_tutorial_the_old_cpu_one_and_three_airbench_ones():
     recipes = {name: parse_params(params_dict(**{"train.recipe": name})).train for name in DEFAULT_PARAMS["recipes"]}
-    assert list(recipes) == ["tutorial", "resnet-cpu", "cpu", "fast-gpu"]
+    assert list(recipes) == ["tutorial", "resnet-cpu", "cpu", "cpu93", "fast-gpu"]
     old_cpu = recipes["resnet-cpu"]
     assert (old_cpu.model.name, old_cpu.model.width, old_cpu.optim.batch_size, old_cpu.optim.schedule) == (
         "resnet", 24, 256, "linear")
@@ -145,6 +145,15 @@ def test_the_recipes_are_the_tutorial_the_old_cpu_one_and_two_airbench_ones():
         t = recipes[name]
         assert (t.model.name, t.optim.batch_size, t.optim.units, t.augment.flip) == (
             "airbench", batch, "per-1024", "alternate"), name
+
+
+def test_cpu93_is_cpu_with_the_overrides_its_benchmarks_ran():
+    """BENCHMARKS.md 3r measured `--recipe cpu` with these --set values: the figures hold for cpu93."""
+    overrides = {"train.model.activation": "gelu", "train.optim.epochs": 12, "train.optim.freeze_last": [4, 1],
+                 "train.optim.freeze_anneal": True, "train.augment.early_crop": 24, "train.augment.early_crop_epochs": 3}
+    measured = parse_params(params_dict(**{"train.recipe": "cpu", **overrides})).train
+    named = parse_params(params_dict(**{"train.recipe": "cpu93"})).train
+    assert dataclasses.replace(measured, recipe="cpu93") == named
 
 
 def test_single_keys_override_the_recipe():
@@ -167,7 +176,7 @@ def test_an_override_inside_a_group_keeps_the_recipes_other_values_in_that_group
 
 def test_unknown_recipe_lists_the_known_ones():
     with pytest.raises(ParamsError, match=r"train\.recipe: got 'gpu' \(str\); expected one of 'tutorial', "
-                                          r"'resnet-cpu', 'cpu', 'fast-gpu'"):
+                                          r"'resnet-cpu', 'cpu', 'cpu93', 'fast-gpu'"):
         parse_params(params_dict(**{"train.recipe": "gpu"}))
     with pytest.raises(ParamsError) as err:
         parse_params(params_dict(**{"train.recipe": "gpu"}))
