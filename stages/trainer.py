@@ -277,17 +277,20 @@ def sync_buffers(t: Trainer, dist: Dist) -> None:
 
 
 def warm_up(t: Trainer, images: torch.Tensor, labels: torch.Tensor, batch_size: int) -> float:
-    """Run one forward and backward pass of a full batch and undo its effects (BatchNorm statistics,
-    gradients): a compiled model pays its compile here, outside the timed epochs. Returns seconds."""
+    """Run one forward and backward pass of a full batch, and one on early_crop's windows when the first
+    epochs train on them, and undo their effects (BatchNorm statistics, gradients): a compiled model
+    pays its compile for each shape here, outside the timed epochs. Returns seconds."""
     start = time.perf_counter()
     saved = {k: v.clone() for k, v in t.weights.state_dict().items()}
     t.model.train()
-    x = images[:batch_size]
-    if t.channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
-    with t.autocast(images.device):
-        loss = F.cross_entropy(t.model(x), labels[:batch_size])
-    loss.backward()
+    sizes = [images.shape[-1]] + ([t.early_crop] if t.early_crop_epochs else [])
+    for size in sizes:
+        x = images[:batch_size, :, :size, :size]
+        if t.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with t.autocast(images.device):
+            loss = F.cross_entropy(t.model(x), labels[:batch_size])
+        loss.backward()
     for optimizer in t.optimizers:
         optimizer.zero_grad(set_to_none=True)
     t.weights.load_state_dict(saved)

@@ -12,7 +12,7 @@ from torch import nn
 from stages.models import Airbench, build_model
 from stages.optimizers import set_lr
 from stages.params import parse_params
-from stages.trainer import fit, frozen_in, make_trainer, train_epoch
+from stages.trainer import fit, frozen_in, make_trainer, train_epoch, warm_up
 from stages.whitening import init_whitening
 from tests.conftest import params_dict
 
@@ -185,6 +185,25 @@ def test_the_plan_counted_before_training_freezes_what_training_freezes():
     assert planned[1] == set() and id(model.whiten.bias) in planned[2]
     second = {id(q) for q in model.groups[1].parameters()} & trained
     assert second and second == planned[4] - planned[3]  # the second group: the last epoch only
+
+
+def test_warm_up_runs_each_shape_the_epochs_will_and_leaves_the_model_as_it_was():
+    """A compiled model pays its compile for early_crop's windows there, not inside the first epoch."""
+    p = tiny(**{"train.augment.early_crop": 24, "train.augment.early_crop_epochs": 1})
+    d = data(32)
+    model = built(p, d["images"])
+    shapes = []
+    model.register_forward_pre_hook(lambda _m, args: shapes.append(tuple(args[0].shape)))
+    t = make_trainer(p, model, 2, 32, forward=Wrapped(model))
+    before = copy.deepcopy(model.state_dict())
+    warm_up(t, d["images"], d["labels"], 16)
+    assert shapes == [(16, 3, 32, 32), (16, 3, 24, 24)]
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert all(q.grad is None for q in model.parameters())
+    whole, shapes[:] = built(tiny(), d["images"]), []
+    whole.register_forward_pre_hook(lambda _m, args: shapes.append(tuple(args[0].shape)))
+    warm_up(make_trainer(tiny(), whole, 2, 32), d["images"], d["labels"], 16)
+    assert shapes == [(16, 3, 32, 32)]  # without early_crop: whole images only
 
 
 def test_frozen_groups_train_again_from_an_earlier_epoch():
